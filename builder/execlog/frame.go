@@ -1,0 +1,119 @@
+package execlog
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+)
+
+// Frame layout (docs/execlog.md): magic "HXL1", body length as a big-endian
+// uint32, the body (one JSON record), then the SHA-256 of the body.
+const (
+	frameMagic    = "HXL1"
+	frameHeader   = 8
+	frameTrailer  = sha256.Size
+	frameOverhead = frameHeader + frameTrailer
+	// MaxRecordSize bounds a record body; larger frames are invalid.
+	MaxRecordSize = 16 << 20
+)
+
+// appendFrame appends the frame for body to dst and returns it with the
+// body's hash.
+func appendFrame(dst, body []byte) ([]byte, Hash) {
+	h := Hash(sha256.Sum256(body))
+	dst = append(dst, frameMagic...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)))
+	dst = append(dst, body...)
+	dst = append(dst, h[:]...)
+	return dst, h
+}
+
+// frameAt checks the frame starting at buf[0]. It returns the frame's total
+// length, its body and its hash, or a reason it is not a complete valid frame.
+func frameAt(buf []byte) (n int, body []byte, h Hash, reason string) {
+	if len(buf) < frameHeader {
+		return 0, nil, h, fmt.Sprintf("incomplete frame header (%d bytes)", len(buf))
+	}
+	if string(buf[:4]) != frameMagic {
+		return 0, nil, h, fmt.Sprintf("bad frame magic %q", buf[:4])
+	}
+	size := binary.BigEndian.Uint32(buf[4:8])
+	if size > MaxRecordSize {
+		return 0, nil, h, fmt.Sprintf("record length %d exceeds the limit %d", size, MaxRecordSize)
+	}
+	n = frameOverhead + int(size)
+	if len(buf) < n {
+		return 0, nil, h, fmt.Sprintf("incomplete frame: %d of %d bytes", len(buf), n)
+	}
+	body = buf[frameHeader : frameHeader+int(size)]
+	h = sha256.Sum256(body)
+	if !bytes.Equal(h[:], buf[frameHeader+int(size):n]) {
+		return 0, nil, Hash{}, "record hash does not match its content"
+	}
+	return n, body, h, ""
+}
+
+// scanResult is what scan found in a byte range.
+type scanResult struct {
+	recs     []Record
+	consumed int    // bytes of valid frames
+	tail     string // non-empty: the bytes after consumed are a torn tail, and why
+}
+
+// scan reads frames from buf (which starts at file offset base), expecting
+// the chain to continue at seq next with previous hash prev. A bad frame with
+// no valid frame anywhere after it is a torn tail (reported in tail); a bad
+// frame followed by a valid one, a record that does not decode, or a broken
+// chain is a *CorruptError.
+func scan(file string, buf []byte, base int64, next uint64, prev Hash) (scanResult, error) {
+	var res scanResult
+	pos := 0
+	for pos < len(buf) {
+		n, body, h, reason := frameAt(buf[pos:])
+		if reason != "" {
+			if j := resync(buf, pos+1); j >= 0 {
+				return res, &CorruptError{File: file, Seq: next, Offset: base + int64(pos),
+					Reason: fmt.Sprintf("%s, and a valid record follows at offset %d", reason, base+int64(j))}
+			}
+			res.tail = reason
+			return res, nil
+		}
+		rec, err := decode(body)
+		if err != nil {
+			return res, &CorruptError{File: file, Seq: next, Offset: base + int64(pos), Reason: err.Error()}
+		}
+		if rec.Seq != next {
+			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(pos),
+				Reason: fmt.Sprintf("sequence number %d where %d was expected (a record was deleted, inserted or moved)", rec.Seq, next)}
+		}
+		if rec.Prev != prev {
+			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(pos),
+				Reason: fmt.Sprintf("prev hash %s does not match the hash %s of record %d", rec.Prev, prev, next-1)}
+		}
+		rec.Hash = h
+		res.recs = append(res.recs, rec)
+		next++
+		prev = h
+		pos += n
+		res.consumed = pos
+	}
+	return res, nil
+}
+
+// resync returns the offset of the first complete valid frame at or after
+// from, or -1.
+func resync(buf []byte, from int) int {
+	for from < len(buf) {
+		i := bytes.Index(buf[from:], []byte(frameMagic))
+		if i < 0 {
+			return -1
+		}
+		j := from + i
+		if _, _, _, reason := frameAt(buf[j:]); reason == "" {
+			return j
+		}
+		from = j + 1
+	}
+	return -1
+}
