@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	lrpb "cloud.google.com/go/longrunning/autogen/longrunningpb"
@@ -34,12 +35,6 @@ const maxActionBytes = 4 << 20
 // RequestMetadata in.
 const requestMetadataKey = "build.bazel.remote.execution.v2.requestmetadata-bin"
 
-// ResultLookup is the part of the ActionCache the Execution service reads.
-// A miss is an error matching blobstore.ErrNotFound or with code NotFound.
-type ResultLookup interface {
-	Get(ctx context.Context, instance string, action digest.Digest) (*repb.ActionResult, error)
-}
-
 // TaskAdmitter decides, per request, the tenant and pool of a task and may
 // refuse it (quotas, platform properties). The default admits everything
 // as tenant "".
@@ -64,24 +59,18 @@ func WithCacheHitHook(f func()) ExecutionOption {
 	return func(s *executionServer) { s.onHit = f }
 }
 
-// WithInstanceCheck sets the function that accepts instance names; the
-// default accepts only "".
-func WithInstanceCheck(f func(ctx context.Context, instance string) error) ExecutionOption {
-	return func(s *executionServer) { s.checkInstance = f }
-}
-
 type executionServer struct {
 	repb.UnimplementedExecutionServer
 	lrpb.UnimplementedOperationsServer
 
-	cas           blobstore.Store
-	trees         *merkle.Reader
-	results       ResultLookup
-	sched         *scheduler.Scheduler
-	admit         TaskAdmitter
-	maxTimeout    time.Duration
-	onHit         func()
-	checkInstance func(ctx context.Context, instance string) error
+	resolver   Resolver
+	sched      *scheduler.Scheduler
+	admit      TaskAdmitter
+	maxTimeout time.Duration
+	onHit      func()
+
+	mu    sync.Mutex
+	trees map[*Instance]*merkle.Reader
 }
 
 // ExecutionServer is the REAPI Execution service plus the
@@ -91,24 +80,18 @@ type ExecutionServer interface {
 	lrpb.OperationsServer
 }
 
-// NewExecutionServer returns the Execution service. It validates each
-// action, answers from the ActionCache when it can, and otherwise queues the
+// NewExecutionServer returns the Execution service. It resolves each
+// request's instance with r, validates the action against that instance's
+// CAS, answers from its ActionCache when it can, and otherwise queues the
 // action on sched and streams its progress.
-func NewExecutionServer(cas blobstore.Store, trees *merkle.Reader, results ResultLookup, sched *scheduler.Scheduler, opts ...ExecutionOption) ExecutionServer {
+func NewExecutionServer(r Resolver, sched *scheduler.Scheduler, opts ...ExecutionOption) ExecutionServer {
 	s := &executionServer{
-		cas:        cas,
-		trees:      trees,
-		results:    results,
+		resolver:   r,
 		sched:      sched,
 		maxTimeout: time.Hour,
 		onHit:      func() {},
-		checkInstance: func(_ context.Context, instance string) error {
-			if instance != "" {
-				return status.Errorf(codes.InvalidArgument, "unknown instance name %q: this farm serves only the default instance \"\" (drop --remote_instance_name)", instance)
-			}
-			return nil
-		},
-		admit: func(context.Context, *scheduler.Task) error { return nil },
+		admit:      func(context.Context, *scheduler.Task) error { return nil },
+		trees:      map[*Instance]*merkle.Reader{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -119,17 +102,15 @@ func NewExecutionServer(cas blobstore.Store, trees *merkle.Reader, results Resul
 // Execute implements repb.ExecutionServer.
 func (s *executionServer) Execute(req *repb.ExecuteRequest, stream repb.Execution_ExecuteServer) error {
 	ctx := stream.Context()
-	if err := s.checkInstance(ctx, req.GetInstanceName()); err != nil {
+	inst, err := resolve(ctx, s.resolver, req.GetInstanceName(), req.GetDigestFunction())
+	if err != nil {
 		return err
-	}
-	if err := digest.CheckFunction(req.GetDigestFunction()); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	ad, err := digest.FromProto(req.GetActionDigest())
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "action_digest: %v", err)
 	}
-	task, inputs, err := s.load(ctx, req.GetInstanceName(), ad)
+	task, inputs, err := s.load(ctx, inst, ad)
 	if err != nil {
 		return err
 	}
@@ -137,7 +118,7 @@ func (s *executionServer) Execute(req *repb.ExecuteRequest, stream repb.Executio
 	task.DoNotCache = task.Action.GetDoNotCache()
 
 	if !req.GetSkipCacheLookup() && !task.DoNotCache {
-		res, err := s.results.Get(ctx, req.GetInstanceName(), ad)
+		res, err := inst.ActionCache.Get(ctx, req.GetInstanceName(), ad)
 		switch {
 		case err == nil:
 			s.onHit()
@@ -151,11 +132,11 @@ func (s *executionServer) Execute(req *repb.ExecuteRequest, stream repb.Executio
 	}
 
 	var release func()
-	if p, ok := blobstore.As[blobstore.Pinner](s.cas); ok {
+	if p, ok := blobstore.As[blobstore.Pinner](inst.CAS); ok {
 		release, err = p.Pin(ctx, inputs)
 		if errors.Is(err, blobstore.ErrNotFound) {
 			// Evicted between the check and the pin: let the client re-upload.
-			missing, ferr := s.cas.FindMissing(ctx, inputs)
+			missing, ferr := inst.CAS.FindMissing(ctx, inputs)
 			if ferr == nil && len(missing) > 0 {
 				return grpcstatus.MissingBlobs(missing)
 			}
@@ -195,7 +176,7 @@ func (s *executionServer) lookup(ctx context.Context, name string) (*scheduler.O
 	if err != nil {
 		return nil, status.Errorf(codes.NotFound, "operation %q is unknown (finished long ago, or the farm restarted): execute the action again", name)
 	}
-	if err := s.checkInstance(ctx, op.Task.Instance); err != nil {
+	if _, err := s.resolver.Resolve(ctx, op.Task.Instance); err != nil {
 		// Another tenant's operation looks exactly like an unknown one.
 		return nil, status.Errorf(codes.NotFound, "operation %q is unknown (finished long ago, or the farm restarted): execute the action again", name)
 	}
@@ -287,9 +268,9 @@ func waitDone(op *scheduler.Operation) {
 // load reads and validates the Action, its Command and its input tree, and
 // returns every input blob. Missing blobs give FAILED_PRECONDITION listing
 // each of them, so the client re-uploads and retries.
-func (s *executionServer) load(ctx context.Context, instance string, ad digest.Digest) (*scheduler.Task, []digest.Digest, error) {
+func (s *executionServer) load(ctx context.Context, inst *Instance, ad digest.Digest) (*scheduler.Task, []digest.Digest, error) {
 	action := &repb.Action{}
-	if err := s.readProto(ctx, ad, action, "Action"); err != nil {
+	if err := readProto(ctx, inst.CAS, ad, action, "Action"); err != nil {
 		return nil, nil, err
 	}
 	cd, err := digest.FromProto(action.GetCommandDigest())
@@ -310,7 +291,7 @@ func (s *executionServer) load(ctx context.Context, instance string, ad digest.D
 	}
 	var missing []digest.Digest
 	cmd := &repb.Command{}
-	if err := s.readProto(ctx, cd, cmd, "Command"); err != nil {
+	if err := readProto(ctx, inst.CAS, cd, cmd, "Command"); err != nil {
 		if grpcstatus.Code(err) != codes.FailedPrecondition {
 			return nil, nil, err
 		}
@@ -318,13 +299,13 @@ func (s *executionServer) load(ctx context.Context, instance string, ad digest.D
 	} else if err := ValidateCommand(cmd); err != nil {
 		return nil, nil, status.Errorf(codes.InvalidArgument, "Command %s: %v", cd, err)
 	}
-	in, err := s.trees.Collect(ctx, rd, merkle.Limits{})
+	in, err := s.treeReader(inst).Collect(ctx, rd, merkle.Limits{})
 	if err != nil {
 		return nil, nil, grpcstatus.Wrapf(err, "input root %s", rd)
 	}
 	missing = append(missing, in.Missing...)
 	all := append(append([]digest.Digest{ad, cd}, in.Directories...), in.Files...)
-	fm, err := s.cas.FindMissing(ctx, in.Files)
+	fm, err := inst.CAS.FindMissing(ctx, in.Files)
 	if err != nil {
 		return nil, nil, grpcstatus.Wrapf(err, "checking the inputs of %s", ad)
 	}
@@ -332,14 +313,28 @@ func (s *executionServer) load(ctx context.Context, instance string, ad digest.D
 	if len(missing) > 0 {
 		return nil, nil, grpcstatus.MissingBlobs(missing)
 	}
-	return &scheduler.Task{Instance: instance, ActionDigest: ad, Action: action, Command: cmd}, all, nil
+	return &scheduler.Task{Instance: inst.Name, ActionDigest: ad, Action: action, Command: cmd}, all, nil
 }
 
-func (s *executionServer) readProto(ctx context.Context, d digest.Digest, m proto.Message, what string) error {
+// treeReader returns the Directory reader of an instance. Each instance has
+// its own, so a cached Directory is only ever served to callers who may read
+// that instance's CAS.
+func (s *executionServer) treeReader(inst *Instance) *merkle.Reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.trees[inst]
+	if r == nil {
+		r = merkle.NewReader(inst.CAS, 0)
+		s.trees[inst] = r
+	}
+	return r
+}
+
+func readProto(ctx context.Context, cas blobstore.Store, d digest.Digest, m proto.Message, what string) error {
 	if d.Size > maxActionBytes {
 		return status.Errorf(codes.InvalidArgument, "%s %s is larger than %d bytes", what, d, maxActionBytes)
 	}
-	rc, err := s.cas.Get(ctx, d, 0)
+	rc, err := cas.Get(ctx, d, 0)
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return grpcstatus.MissingBlobs([]digest.Digest{d})
 	}

@@ -15,34 +15,29 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hallmark-build/hallmark/builder/actioncache"
 	"github.com/hallmark-build/hallmark/builder/blobstore"
 	"github.com/hallmark-build/hallmark/builder/digest"
-	"github.com/hallmark-build/hallmark/builder/merkle"
 	"github.com/hallmark-build/hallmark/builder/reapi"
 	"github.com/hallmark-build/hallmark/builder/scheduler"
 )
 
-type fakeResults map[digest.Digest]*repb.ActionResult
-
-func (f fakeResults) Get(_ context.Context, _ string, d digest.Digest) (*repb.ActionResult, error) {
-	if r := f[d]; r != nil {
-		return r, nil
-	}
-	return nil, status.Error(codes.NotFound, "miss")
-}
-
 type execFixture struct {
 	cas     *blobstore.Memory
 	sched   *scheduler.Scheduler
-	results fakeResults
+	results *actioncache.Memory
 	client  repb.ExecutionClient
 	ops     lrpb.OperationsClient
 }
 
 func newExecFixture(t *testing.T) *execFixture {
-	f := &execFixture{cas: blobstore.NewMemory(), sched: scheduler.New(scheduler.Options{}), results: fakeResults{}}
+	f := &execFixture{cas: blobstore.NewMemory(), sched: scheduler.New(scheduler.Options{}), results: actioncache.NewMemory()}
+	r, err := reapi.NewStaticResolver(&reapi.Instance{CAS: f.cas, ActionCache: f.results})
+	if err != nil {
+		t.Fatal(err)
+	}
 	g := grpc.NewServer()
-	reapi.RegisterExecution(g, reapi.NewExecutionServer(f.cas, merkle.NewReader(f.cas, 0), f.results, f.sched))
+	reapi.RegisterExecution(g, reapi.NewExecutionServer(r, f.sched))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +168,7 @@ func TestExecute(t *testing.T) {
 	t.Run("CacheHit", func(t *testing.T) {
 		f := newExecFixture(t)
 		ad, _ := f.action(t, echo, "input", true)
-		f.results[ad] = &repb.ActionResult{ExitCode: 0, StdoutRaw: []byte("cached")}
+		f.results.Put(ctx, "", ad, &repb.ActionResult{ExitCode: 0, StdoutRaw: []byte("cached")})
 		stream, _ := f.client.Execute(ctx, &repb.ExecuteRequest{ActionDigest: ad.ToProto()})
 		op, _ := lastOp(t, stream)
 		r := response(t, op)
@@ -187,7 +182,7 @@ func TestExecute(t *testing.T) {
 	t.Run("SkipCacheLookupExecutes", func(t *testing.T) {
 		f := newExecFixture(t)
 		ad, _ := f.action(t, echo, "input", true)
-		f.results[ad] = &repb.ActionResult{ExitCode: 0}
+		f.results.Put(ctx, "", ad, &repb.ActionResult{ExitCode: 0})
 		go func() {
 			op, _ := f.sched.Next(ctx, "w", nil)
 			f.sched.Finish(op, scheduler.Outcome{Response: &repb.ExecuteResponse{Result: &repb.ActionResult{ExitCode: 7}}})
