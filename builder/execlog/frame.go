@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"sync"
 )
 
 // Frame layout (docs/execlog.md): magic "HXL1", body length as a big-endian
@@ -32,23 +34,13 @@ func appendFrame(dst, body []byte) ([]byte, Hash) {
 // frameAt checks the frame starting at buf[0]. It returns the frame's total
 // length, its body and its hash, or a reason it is not a complete valid frame.
 func frameAt(buf []byte) (n int, body []byte, h Hash, reason string) {
-	if len(buf) < frameHeader {
-		return 0, nil, h, fmt.Sprintf("incomplete frame header (%d bytes)", len(buf))
+	n, reason = frameBounds(buf)
+	if reason != "" {
+		return 0, nil, h, reason
 	}
-	if string(buf[:4]) != frameMagic {
-		return 0, nil, h, fmt.Sprintf("bad frame magic %q", buf[:4])
-	}
-	size := binary.BigEndian.Uint32(buf[4:8])
-	if size > MaxRecordSize {
-		return 0, nil, h, fmt.Sprintf("record length %d exceeds the limit %d", size, MaxRecordSize)
-	}
-	n = frameOverhead + int(size)
-	if len(buf) < n {
-		return 0, nil, h, fmt.Sprintf("incomplete frame: %d of %d bytes", len(buf), n)
-	}
-	body = buf[frameHeader : frameHeader+int(size)]
+	body = buf[frameHeader : n-frameTrailer]
 	h = sha256.Sum256(body)
-	if !bytes.Equal(h[:], buf[frameHeader+int(size):n]) {
+	if !bytes.Equal(h[:], buf[n-frameTrailer:n]) {
 		return 0, nil, Hash{}, "record hash does not match its content"
 	}
 	return n, body, h, ""
@@ -66,39 +58,110 @@ type scanResult struct {
 // no valid frame anywhere after it is a torn tail (reported in tail); a bad
 // frame followed by a valid one, a record that does not decode, or a broken
 // chain is a *CorruptError.
+//
+// Frame boundaries are found first; hashing and decoding then run in
+// parallel; the chain is checked in order at the end.
 func scan(file string, buf []byte, base int64, next uint64, prev Hash) (scanResult, error) {
-	var res scanResult
+	type frame struct {
+		pos, n int
+		h      Hash
+		reason string // the frame is bad
+		rec    Record
+		err    error // the frame is intact but its record does not decode
+	}
+	var frames []frame
 	pos := 0
 	for pos < len(buf) {
-		n, body, h, reason := frameAt(buf[pos:])
+		n, reason := frameBounds(buf[pos:])
+		frames = append(frames, frame{pos: pos, n: n, reason: reason})
 		if reason != "" {
-			if j := resync(buf, pos+1); j >= 0 {
-				return res, &CorruptError{File: file, Seq: next, Offset: base + int64(pos),
-					Reason: fmt.Sprintf("%s, and a valid record follows at offset %d", reason, base+int64(j))}
+			break
+		}
+		pos += n
+	}
+	check := func(f *frame) {
+		if f.reason != "" {
+			return
+		}
+		b := buf[f.pos : f.pos+f.n]
+		body := b[frameHeader : f.n-frameTrailer]
+		f.h = sha256.Sum256(body)
+		if !bytes.Equal(f.h[:], b[f.n-frameTrailer:]) {
+			f.reason = "record hash does not match its content"
+			return
+		}
+		f.rec, f.err = decode(body)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	if len(frames) < 64 || workers < 2 {
+		for i := range frames {
+			check(&frames[i])
+		}
+	} else {
+		var wg sync.WaitGroup
+		chunk := (len(frames) + workers - 1) / workers
+		for lo := 0; lo < len(frames); lo += chunk {
+			hi := min(lo+chunk, len(frames))
+			wg.Add(1)
+			go func(fs []frame) {
+				defer wg.Done()
+				for i := range fs {
+					check(&fs[i])
+				}
+			}(frames[lo:hi])
+		}
+		wg.Wait()
+	}
+	var res scanResult
+	for i := range frames {
+		f := &frames[i]
+		if f.reason != "" {
+			if j := resync(buf, f.pos+1); j >= 0 {
+				return res, &CorruptError{File: file, Seq: next, Offset: base + int64(f.pos),
+					Reason: fmt.Sprintf("%s, and a valid record follows at offset %d", f.reason, base+int64(j))}
 			}
-			res.tail = reason
+			res.tail = f.reason
 			return res, nil
 		}
-		rec, err := decode(body)
-		if err != nil {
-			return res, &CorruptError{File: file, Seq: next, Offset: base + int64(pos), Reason: err.Error()}
+		if f.err != nil {
+			return res, &CorruptError{File: file, Seq: next, Offset: base + int64(f.pos), Reason: f.err.Error()}
 		}
+		rec := f.rec
 		if rec.Seq != next {
-			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(pos),
+			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(f.pos),
 				Reason: fmt.Sprintf("sequence number %d where %d was expected (a record was deleted, inserted or moved)", rec.Seq, next)}
 		}
 		if rec.Prev != prev {
-			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(pos),
+			return res, &CorruptError{File: file, Seq: rec.Seq, Offset: base + int64(f.pos),
 				Reason: fmt.Sprintf("prev hash %s does not match the hash %s of record %d", rec.Prev, prev, next-1)}
 		}
-		rec.Hash = h
+		rec.Hash = f.h
 		res.recs = append(res.recs, rec)
 		next++
-		prev = h
-		pos += n
-		res.consumed = pos
+		prev = f.h
+		res.consumed = f.pos + f.n
 	}
 	return res, nil
+}
+
+// frameBounds checks a frame's header and that it is complete, and returns
+// its total length.
+func frameBounds(buf []byte) (int, string) {
+	if len(buf) < frameHeader {
+		return 0, fmt.Sprintf("incomplete frame header (%d bytes)", len(buf))
+	}
+	if string(buf[:4]) != frameMagic {
+		return 0, fmt.Sprintf("bad frame magic %q", buf[:4])
+	}
+	size := binary.BigEndian.Uint32(buf[4:8])
+	if size > MaxRecordSize {
+		return 0, fmt.Sprintf("record length %d exceeds the limit %d", size, MaxRecordSize)
+	}
+	n := frameOverhead + int(size)
+	if len(buf) < n {
+		return 0, fmt.Sprintf("incomplete frame: %d of %d bytes", len(buf), n)
+	}
+	return n, ""
 }
 
 // resync returns the offset of the first complete valid frame at or after
