@@ -37,17 +37,37 @@ type wireEnvelope struct {
 }
 
 // MarshalJSON writes the envelope in the DSSE JSON form with standard,
-// padded base64 (what cosign and the in-toto libraries expect).
+// padded base64 (what cosign and the in-toto libraries expect). The base64
+// text needs no JSON escaping, so it is written directly: large payloads are
+// not scanned twice.
 func (e *Envelope) MarshalJSON() ([]byte, error) {
-	w := wireEnvelope{
-		PayloadType: e.PayloadType,
-		Payload:     base64.StdEncoding.EncodeToString(e.Payload),
-		Signatures:  make([]wireSignature, 0, len(e.Signatures)),
+	pt, err := json.Marshal(e.PayloadType)
+	if err != nil {
+		return nil, err
 	}
-	for _, s := range e.Signatures {
-		w.Signatures = append(w.Signatures, wireSignature{KeyID: s.KeyID, Sig: base64.StdEncoding.EncodeToString(s.Sig)})
+	n := base64.StdEncoding.EncodedLen(len(e.Payload))
+	out := make([]byte, 0, n+len(pt)+64+len(e.Signatures)*200)
+	out = append(out, `{"payloadType":`...)
+	out = append(out, pt...)
+	out = append(out, `,"payload":"`...)
+	out = base64.StdEncoding.AppendEncode(out, e.Payload)
+	out = append(out, `","signatures":[`...)
+	for i, s := range e.Signatures {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		id, err := json.Marshal(s.KeyID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, `{"keyid":`...)
+		out = append(out, id...)
+		out = append(out, `,"sig":"`...)
+		out = base64.StdEncoding.AppendEncode(out, s.Sig)
+		out = append(out, `"}`...)
 	}
-	return json.Marshal(w)
+	out = append(out, "]}"...)
+	return out, nil
 }
 
 // Parse reads one JSON DSSE envelope strictly: exactly one JSON object
