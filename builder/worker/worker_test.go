@@ -197,8 +197,8 @@ func TestExecuteGenrule(t *testing.T) {
 func TestExecuteOutputSymlinks(t *testing.T) {
 	f := newFixture(t, dirStore)
 	for _, tc := range []struct {
-		name                      string
-		cmd                       *repb.Command
+		name                       string
+		cmd                        *repb.Command
 		wantAll, wantFile, wantDir int
 	}{
 		{"2.0 file", &repb.Command{OutputFiles: []string{"o/l"}}, 0, 1, 0},
@@ -314,16 +314,24 @@ func TestExecuteRejects(t *testing.T) {
 		cmd  *repb.Command
 		code codes.Code
 	}{
-		{"dot-dot name", func() *repb.Digest { return put(&repb.Directory{Files: []*repb.FileNode{{Name: "..", Digest: file}}}).ToProto() }, okCmd, codes.InvalidArgument},
-		{"slash in name", func() *repb.Digest { return put(&repb.Directory{Files: []*repb.FileNode{{Name: "a/b", Digest: file}}}).ToProto() }, okCmd, codes.InvalidArgument},
-		{"empty name", func() *repb.Digest { return put(&repb.Directory{Directories: []*repb.DirectoryNode{{Name: "", Digest: sub}}}).ToProto() }, okCmd, codes.InvalidArgument},
+		{"dot-dot name", func() *repb.Digest {
+			return put(&repb.Directory{Files: []*repb.FileNode{{Name: "..", Digest: file}}}).ToProto()
+		}, okCmd, codes.InvalidArgument},
+		{"slash in name", func() *repb.Digest {
+			return put(&repb.Directory{Files: []*repb.FileNode{{Name: "a/b", Digest: file}}}).ToProto()
+		}, okCmd, codes.InvalidArgument},
+		{"empty name", func() *repb.Digest {
+			return put(&repb.Directory{Directories: []*repb.DirectoryNode{{Name: "", Digest: sub}}}).ToProto()
+		}, okCmd, codes.InvalidArgument},
 		{"unsorted", func() *repb.Digest {
 			return put(&repb.Directory{Files: []*repb.FileNode{{Name: "b", Digest: file}, {Name: "a", Digest: file}}}).ToProto()
 		}, okCmd, codes.InvalidArgument},
 		{"file and directory of one name", func() *repb.Digest {
 			return put(&repb.Directory{Files: []*repb.FileNode{{Name: "a", Digest: file}}, Directories: []*repb.DirectoryNode{{Name: "a", Digest: sub}}}).ToProto()
 		}, okCmd, codes.InvalidArgument},
-		{"absolute symlink", func() *repb.Digest { return put(&repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "l", Target: "/etc/passwd"}}}).ToProto() }, okCmd, codes.InvalidArgument},
+		{"absolute symlink", func() *repb.Digest {
+			return put(&repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "l", Target: "/etc/passwd"}}}).ToProto()
+		}, okCmd, codes.InvalidArgument},
 		{"escaping symlink", func() *repb.Digest {
 			inner := put(&repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "l", Target: "../../x"}}}).ToProto()
 			return put(&repb.Directory{Directories: []*repb.DirectoryNode{{Name: "d", Digest: inner}}}).ToProto()
