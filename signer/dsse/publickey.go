@@ -8,23 +8,57 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
-	"encoding/hex"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
 )
 
-// KeyID returns hallmark's id of a public key: the lower-case hex SHA-256 of
-// its DER-encoded PKIX SubjectPublicKeyInfo. It is the same fingerprint the
-// DSSE libraries that cosign uses compute for a key without an explicit id, so
-// an envelope's keyid never makes cosign skip our signature.
+// KeyID returns hallmark's id of a public key: its OpenSSH SHA-256
+// fingerprint, "SHA256:" followed by the unpadded standard base64 of the
+// SHA-256 of the key's SSH wire encoding (what `ssh-keygen -l -E sha256`
+// prints for the key). It is the id the DSSE library used by cosign and the
+// in-toto tools derives for a key that has no explicit id; an envelope whose
+// keyid differed from it would make those verifiers skip the signature.
+// ECDSA (P-256, P-384, P-521) and Ed25519 keys are supported.
 func KeyID(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("dsse: key id: %w", err)
+	var wire []byte
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		var name string
+		switch k.Curve {
+		case elliptic.P256():
+			name = "nistp256"
+		case elliptic.P384():
+			name = "nistp384"
+		case elliptic.P521():
+			name = "nistp521"
+		default:
+			return "", fmt.Errorf("dsse: key id: unsupported ECDSA curve %s", k.Curve.Params().Name)
+		}
+		point, err := k.Bytes()
+		if err != nil {
+			return "", fmt.Errorf("dsse: key id: %w", err)
+		}
+		wire = sshString(wire, []byte("ecdsa-sha2-"+name))
+		wire = sshString(wire, []byte(name))
+		wire = sshString(wire, point)
+	case ed25519.PublicKey:
+		wire = sshString(wire, []byte("ssh-ed25519"))
+		wire = sshString(wire, k)
+	default:
+		return "", fmt.Errorf("dsse: key id: unsupported public key type %T", pub)
 	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	sum := sha256.Sum256(wire)
+	return "SHA256:" + base64.RawStdEncoding.EncodeToString(sum[:]), nil
+}
+
+// sshString appends b as an SSH wire "string": a big-endian uint32 length
+// and the bytes.
+func sshString(out, b []byte) []byte {
+	out = binary.BigEndian.AppendUint32(out, uint32(len(b)))
+	return append(out, b...)
 }
 
 // ParsePublicKeyPEM reads one PEM "PUBLIC KEY" block (PKIX) and returns the key.

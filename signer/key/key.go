@@ -4,9 +4,9 @@
 // here (ECDSA P-256, PEM PKCS#8) is the default; a KMS or PKCS#11 backend
 // implements the same three methods and nothing else changes.
 //
-// Key ids: KeyID is the lower-case hex SHA-256 of the DER-encoded PKIX
-// SubjectPublicKeyInfo of the public key (dsse.KeyID). Anyone holding
-// signer.pub can recompute it: `openssl pkey -pubin -in signer.pub -outform DER | sha256sum`.
+// Key ids: KeyID is the public key's OpenSSH SHA-256 fingerprint
+// (dsse.KeyID), "SHA256:" and unpadded base64. Anyone holding signer.pub can
+// recompute it: `ssh-keygen -i -m PKCS8 -f signer.pub | ssh-keygen -l -E sha256 -f -`.
 package key
 
 import (

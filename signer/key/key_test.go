@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,4 +106,30 @@ func TestLoadFile(t *testing.T) {
 			t.Errorf("err = %v, want PEM type complaint", err)
 		}
 	})
+}
+
+// TestKeyIDMatchesSSHKeygen checks the documented recipe: the key id is what
+// ssh-keygen prints as the SHA-256 fingerprint of signer.pub.
+func TestKeyIDMatchesSSHKeygen(t *testing.T) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("ssh-keygen not installed")
+	}
+	dir := t.TempDir()
+	id, err := key.Generate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := exec.Command("ssh-keygen", "-i", "-m", "PKCS8", "-f", filepath.Join(dir, key.PublicKeyFile)).Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -i: %v", err)
+	}
+	cmd := exec.Command("ssh-keygen", "-l", "-E", "sha256", "-f", "-")
+	cmd.Stdin = strings.NewReader(string(sshPub))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ssh-keygen -l: %v", err)
+	}
+	if fields := strings.Fields(string(out)); len(fields) < 2 || fields[1] != id {
+		t.Errorf("ssh-keygen fingerprint %q, key id %q", out, id)
+	}
 }
