@@ -11,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -34,7 +33,6 @@ type Bwrap struct {
 	pids, memory   *cgroupParent
 	sandboxUID     uint32
 	sandboxGID     uint32
-	seq            atomic.Uint64
 }
 
 var _ Runner = (*Bwrap)(nil)
@@ -218,6 +216,27 @@ func NewBwrap(opts ...Option) (*Bwrap, error) {
 	return b, nil
 }
 
+// Close removes the cgroups the runner keeps for reuse. Runs still going
+// keep theirs until they end.
+func (b *Bwrap) Close() error {
+	var first error
+	for _, p := range []*cgroupParent{b.pids, b.memory} {
+		if p == nil {
+			continue
+		}
+		p.mu.Lock()
+		idle := p.idle
+		p.idle = nil
+		p.mu.Unlock()
+		for _, c := range idle {
+			if err := c.destroy(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
 // Run implements Runner.
 func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := spec.Validate(); err != nil {
@@ -288,28 +307,34 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 
 	var pidsCG, memCG *cgroup
-	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(b.seq.Add(1), 10)
+	var pidsMaxBefore, oomBefore int64
 	if b.pids != nil {
-		if pidsCG, err = b.pids.create(name); err != nil {
+		if pidsCG, err = b.pids.acquire(); err != nil {
 			return Result{}, fmt.Errorf("sandbox: %w", err)
 		}
-		defer pidsCG.destroy()
+		defer b.pids.release(pidsCG)
+		max := "max"
 		if spec.Limits.Processes > 0 {
-			if err := pidsCG.set("pids.max", strconv.Itoa(spec.Limits.Processes)); err != nil {
-				return Result{}, fmt.Errorf("sandbox: %w", err)
-			}
+			max = strconv.Itoa(spec.Limits.Processes)
 		}
+		if err := pidsCG.set("pids.max", max); err != nil {
+			return Result{}, fmt.Errorf("sandbox: %w", err)
+		}
+		pidsMaxBefore = pidsCG.stat("pids.events", "max")
 	}
 	if b.memory != nil && spec.Limits.MemoryBytes > 0 {
-		if memCG, err = b.memory.create(name); err != nil {
+		if memCG, err = b.memory.acquire(); err != nil {
 			return Result{}, fmt.Errorf("sandbox: %w", err)
 		}
-		defer memCG.destroy()
+		defer b.memory.release(memCG)
 		n := strconv.FormatInt(spec.Limits.MemoryBytes, 10)
+		// memsw must stay >= the limit: lift it, set the limit, then it.
+		_ = memCG.set("memory.memsw.limit_in_bytes", "-1") // absent without swap accounting
 		if err := memCG.set("memory.limit_in_bytes", n); err != nil {
 			return Result{}, fmt.Errorf("sandbox: %w", err)
 		}
-		_ = memCG.set("memory.memsw.limit_in_bytes", n) // absent without swap accounting
+		_ = memCG.set("memory.memsw.limit_in_bytes", n)
+		oomBefore = memCG.stat("memory.oom_control", "oom_kill")
 	}
 
 	err = cmd.Start()
@@ -346,12 +371,12 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 
 	waitErr := cmd.Wait()
 	res := Result{WallTime: time.Since(start)}
-	if pidsCG != nil && pidsCG.stat("pids.events", "max") > 0 {
+	if pidsCG != nil && pidsCG.stat("pids.events", "max") > pidsMaxBefore {
 		res.ProcessLimitHit = true
 	}
 	// Whatever is left (bwrap was killed before its init) dies now.
 	if pidsCG != nil {
-		if err := pidsCG.destroy(); err != nil {
+		if err := pidsCG.empty(); err != nil {
 			return Result{}, fmt.Errorf("sandbox: %w", err)
 		}
 	}
@@ -368,7 +393,7 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	} else if waitErr != nil {
 		return Result{}, fmt.Errorf("sandbox: waiting for bwrap: %w", waitErr)
 	}
-	if memCG != nil && memCG.stat("memory.oom_control", "oom_kill") > 0 {
+	if memCG != nil && memCG.stat("memory.oom_control", "oom_kill") > oomBefore {
 		res.Killed = Memory
 	}
 	switch {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -18,6 +19,10 @@ import (
 type cgroupParent struct {
 	controller string // "pids" or "memory"
 	dir        string
+
+	mu   sync.Mutex
+	idle []*cgroup // empty cgroups ready for reuse (creating and removing one costs ms)
+	seq  int
 }
 
 // findCgroupParent returns <mount>/<our own cgroup>/<name> for controller,
@@ -68,12 +73,33 @@ func (p *cgroupParent) sweep() {
 // cgroup is one run's cgroup in one hierarchy.
 type cgroup struct{ dir string }
 
-func (p *cgroupParent) create(name string) (*cgroup, error) {
-	dir := filepath.Join(p.dir, name)
+// acquire returns an empty cgroup, reused or new.
+func (p *cgroupParent) acquire() (*cgroup, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return c, nil
+	}
+	p.seq++
+	dir := filepath.Join(p.dir, strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(p.seq))
+	p.mu.Unlock()
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cgroup: %w", err)
 	}
 	return &cgroup{dir: dir}, nil
+}
+
+// release empties c (killing what is left in it) and keeps it for reuse.
+func (p *cgroupParent) release(c *cgroup) error {
+	if err := c.empty(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.idle = append(p.idle, c)
+	p.mu.Unlock()
+	return nil
 }
 
 func (c *cgroup) set(file, value string) error {
@@ -116,26 +142,42 @@ func (c *cgroup) pids() []int {
 	return out
 }
 
-// destroy kills every process in the cgroup until it is empty and removes
-// it. It gives up after a few seconds (a process stuck in the kernel).
-func (c *cgroup) destroy() error {
+// empty kills every process in the cgroup until there is none. It gives up
+// after a few seconds (a process stuck in the kernel).
+func (c *cgroup) empty() error {
 	deadline := time.Now().Add(5 * time.Second)
+	pause := 50 * time.Microsecond
 	for {
 		ps := c.pids()
 		if len(ps) == 0 {
-			err := syscall.Rmdir(c.dir)
-			if err == nil || errors.Is(err, syscall.ENOENT) {
-				return nil
-			}
-			if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
-				return fmt.Errorf("removing cgroup %s: %w", c.dir, err)
-			}
+			return nil
 		}
 		for _, pid := range ps {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cgroup %s still has processes %v", c.dir, ps)
+		}
+		time.Sleep(pause)
+		if pause < 5*time.Millisecond {
+			pause *= 2
+		}
+	}
+}
+
+// destroy empties the cgroup and removes it.
+func (c *cgroup) destroy() error {
+	if err := c.empty(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := syscall.Rmdir(c.dir)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("removing cgroup %s: %w", c.dir, err)
 		}
 		time.Sleep(time.Millisecond)
 	}
