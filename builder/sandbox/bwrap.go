@@ -10,40 +10,42 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Bwrap is a Runner that uses bubblewrap (bwrap) as an unprivileged user.
 //
-// Each run: bwrap is started as Spec.UID/GID (through prlimit, which sets
-// RLIMIT_FSIZE and RLIMIT_CORE first), with --unshare-all --unshare-user
+// Each run: bwrap is started as Spec.UID/GID with --unshare-all --unshare-user
 // --disable-userns --die-with-parent --new-session; the system paths are bound
 // read-only, /etc holds only a generated passwd and group plus the listed
 // files, /proc is the new PID namespace's, /dev is bwrap's minimal one, /tmp a
 // private tmpfs. The input root is bound read-only at ExecRoot and the Writable
 // directories read-write on top. bwrap's first child blocks (--block-fd) until
-// it has been put into fresh pids and memory cgroups, so nothing the command
-// starts escapes the limits; after the command ends everything left in those
-// cgroups is killed.
+// it has been put into its own pids and memory cgroups and has had its
+// RLIMIT_FSIZE and RLIMIT_CORE set, so nothing the command starts escapes the
+// limits; after the command ends everything left in those cgroups is killed.
 type Bwrap struct {
-	bwrap, prlimit string
-	binds          []string // precomputed system root arguments
-	pids, memory   *cgroupParent
-	sandboxUID     uint32
-	sandboxGID     uint32
+	bwrap        string
+	binds        []string // precomputed system root arguments
+	pids, memory *cgroupParent
+	sandboxUID   uint32
+	sandboxGID   uint32
 }
 
 var _ Runner = (*Bwrap)(nil)
 
 type bwrapOptions struct {
-	bwrap, prlimit string
-	system, etc    []string
-	cgroupMount    string
-	cgroupName     string
-	stateDir       string
-	uid, gid       uint32
+	bwrap       string
+	system, etc []string
+	cgroupMount string
+	cgroupName  string
+	stateDir    string
+	uid, gid    uint32
 }
 
 // Option configures NewBwrap.
@@ -52,13 +54,6 @@ type Option func(*bwrapOptions) error
 // WithBwrapPath sets the bwrap binary. Default: "bwrap" from PATH.
 func WithBwrapPath(p string) Option {
 	return func(o *bwrapOptions) error { o.bwrap = p; return nil }
-}
-
-// WithPrlimitPath sets the util-linux prlimit binary used to set
-// RLIMIT_FSIZE before bwrap starts. Default: "prlimit" from PATH; "" disables
-// it (Limits.FileSizeBytes is then only checked by the caller afterwards).
-func WithPrlimitPath(p string) Option {
-	return func(o *bwrapOptions) error { o.prlimit = p; return nil }
 }
 
 // WithSystemPaths sets the absolute host paths bound read-only at the same
@@ -134,7 +129,6 @@ func WithSandboxIDs(uid, gid uint32) Option {
 func NewBwrap(opts ...Option) (*Bwrap, error) {
 	o := bwrapOptions{
 		bwrap:       "bwrap",
-		prlimit:     "prlimit",
 		system:      []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"},
 		etc:         []string{"hosts", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "ssl/certs", "ca-certificates", "protocols", "services"},
 		cgroupMount: "/sys/fs/cgroup",
@@ -151,11 +145,6 @@ func NewBwrap(opts ...Option) (*Bwrap, error) {
 	var err error
 	if b.bwrap, err = exec.LookPath(o.bwrap); err != nil {
 		return nil, fmt.Errorf("sandbox: bwrap not found: %w", err)
-	}
-	if o.prlimit != "" {
-		if b.prlimit, err = exec.LookPath(o.prlimit); err != nil {
-			return nil, fmt.Errorf("sandbox: prlimit not found (WithPrlimitPath(\"\") runs without it): %w", err)
-		}
 	}
 	for _, p := range o.system {
 		fi, err := os.Lstat(p)
@@ -275,21 +264,7 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	}
 	defer blockW.Close()
 
-	var argv []string
-	if b.prlimit != "" {
-		argv = append(argv, b.prlimit, "--core=0:0")
-		if spec.Limits.FileSizeBytes > 0 {
-			n := strconv.FormatInt(spec.Limits.FileSizeBytes, 10)
-			argv = append(argv, "--fsize="+n+":"+n)
-		}
-		if spec.Limits.Processes > 0 && b.pids == nil {
-			n := strconv.Itoa(spec.Limits.Processes)
-			argv = append(argv, "--nproc="+n+":"+n)
-		}
-		argv = append(argv, "--")
-	}
-	argv = append(argv, b.bwrap)
-	argv = append(argv, b.args(&spec)...)
+	argv := append([]string{b.bwrap}, b.args(&spec)...)
 	argv = append(argv, "--")
 	argv = append(argv, spec.Args...)
 
@@ -307,7 +282,7 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 
 	var pidsCG, memCG *cgroup
-	var pidsMaxBefore, oomBefore int64
+	var pidsMaxBefore, oomBefore, failBefore int64
 	if b.pids != nil {
 		if pidsCG, err = b.pids.acquire(); err != nil {
 			return Result{}, fmt.Errorf("sandbox: %w", err)
@@ -335,6 +310,7 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 		}
 		_ = memCG.set("memory.memsw.limit_in_bytes", n)
 		oomBefore = memCG.stat("memory.oom_control", "oom_kill")
+		failBefore = memCG.count("memory.failcnt")
 	}
 
 	err = cmd.Start()
@@ -355,6 +331,11 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 			return Result{Killed: Cancelled}, fmt.Errorf("sandbox: %w", ctx.Err())
 		}
 		return Result{}, fmt.Errorf("sandbox: bwrap did not start the sandbox: %s", tail(spec.Stderr))
+	}
+	if err := setRlimits(ci.ChildPID, spec, b.pids == nil); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return Result{}, fmt.Errorf("sandbox: %w", err)
 	}
 	for _, cg := range []*cgroup{pidsCG, memCG} {
 		if cg == nil {
@@ -393,7 +374,10 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	} else if waitErr != nil {
 		return Result{}, fmt.Errorf("sandbox: waiting for bwrap: %w", waitErr)
 	}
-	if memCG != nil && memCG.stat("memory.oom_control", "oom_kill") > oomBefore {
+	// The kernel counts an OOM kill just after sending SIGKILL, so a SIGKILL
+	// with the limit hit (failcnt) is also taken as one.
+	if memCG != nil && (memCG.stat("memory.oom_control", "oom_kill") > oomBefore ||
+		res.ExitCode == 128+int(syscall.SIGKILL) && runCtx.Err() == nil && memCG.count("memory.failcnt") > failBefore) {
 		res.Killed = Memory
 	}
 	switch {
@@ -464,4 +448,39 @@ func tail(p string) string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+// setRlimits sets RLIMIT_FSIZE, RLIMIT_CORE (0) and, without a pids cgroup,
+// RLIMIT_NPROC on pid, bwrap's blocked child. prlimit(2) on another process
+// needs CAP_SYS_RESOURCE or matching ids; the farm may lack the capability, so
+// a dedicated OS thread takes the sandbox's real uid/gid (keeping effective
+// root) for the call. The thread is never returned to the Go runtime.
+func setRlimits(pid int, spec Spec, nproc bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, uintptr(spec.GID), 0, 0); e != 0 {
+			errc <- fmt.Errorf("setresgid: %w", e)
+			return
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESUID, uintptr(spec.UID), 0, 0); e != 0 {
+			errc <- fmt.Errorf("setresuid: %w", e)
+			return
+		}
+		set := func(res int, n uint64) error {
+			if err := unix.Prlimit(pid, res, &unix.Rlimit{Cur: n, Max: n}, nil); err != nil {
+				return fmt.Errorf("prlimit(%d, %d): %w", pid, res, err)
+			}
+			return nil
+		}
+		err := set(unix.RLIMIT_CORE, 0)
+		if err == nil && spec.Limits.FileSizeBytes > 0 {
+			err = set(unix.RLIMIT_FSIZE, uint64(spec.Limits.FileSizeBytes))
+		}
+		if err == nil && nproc && spec.Limits.Processes > 0 {
+			err = set(unix.RLIMIT_NPROC, uint64(spec.Limits.Processes))
+		}
+		errc <- err
+	}()
+	return <-errc
 }

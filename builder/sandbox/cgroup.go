@@ -128,6 +128,16 @@ func (c *cgroup) stat(file, key string) int64 {
 	return 0
 }
 
+// count reads a file holding one number, such as memory.failcnt.
+func (c *cgroup) count(file string) int64 {
+	b, err := os.ReadFile(filepath.Join(c.dir, file))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
 func (c *cgroup) pids() []int {
 	b, err := os.ReadFile(filepath.Join(c.dir, "cgroup.procs"))
 	if err != nil {
