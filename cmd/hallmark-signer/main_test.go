@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hallmark-build/hallmark/builder/digest"
+	"github.com/hallmark-build/hallmark/builder/execlog"
 	"github.com/hallmark-build/hallmark/signer/key"
 	"github.com/hallmark-build/hallmark/signer/service"
 	"github.com/hallmark-build/hallmark/signer/signerpb"
@@ -37,6 +38,25 @@ func TestSignerProcess(t *testing.T) {
 	}
 	keyPath := filepath.Join(keyDir, key.PrivateKeyFile)
 	records := t.TempDir()
+	l, err := execlog.Open(filepath.Join(records, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if err := os.Mkdir(filepath.Join(records, "cas"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
 
 	t.Run("RefusesReadableKey", func(t *testing.T) {
 		if err := os.Chmod(keyPath, 0o640); err != nil {
@@ -56,7 +76,7 @@ func TestSignerProcess(t *testing.T) {
 	})
 	t.Run("ServesAndStopsOnSIGTERM", func(t *testing.T) {
 		sock := filepath.Join(t.TempDir(), "signer.sock")
-		cmd := exec.Command(bin, "--key="+keyPath, "--records="+records, "--listen=unix:"+sock)
+		cmd := exec.Command(bin, "--key="+keyPath, "--records="+records, "--listen=unix:"+sock, "--source-repository="+repo)
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -95,8 +115,8 @@ func TestSignerProcess(t *testing.T) {
 			Tenant: "t", Commit: strings.Repeat("a", 40),
 			Artifacts: []*signerpb.Artifact{{Name: "x", Sha256: d.Hash, SizeBytes: d.Size}},
 		})
-		if code := status.Code(err); code == codes.OK {
-			t.Errorf("an empty farm's records produced a manifest")
+		if code := status.Code(err); code != codes.FailedPrecondition {
+			t.Errorf("MakeManifest on an empty farm: %v, want FailedPrecondition", err)
 		}
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

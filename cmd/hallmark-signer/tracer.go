@@ -2,23 +2,49 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"os"
 
 	"github.com/hallmark-build/hallmark/signer/service"
+	"github.com/hallmark-build/hallmark/signer/source"
+	"github.com/hallmark-build/hallmark/signer/trace"
 )
 
-// newTracer opens the farm's records and returns the tracer the server uses.
+// newTracer opens the farm's records (read-only), the source repository and
+// the allowlist, and returns the tracer the server uses.
 func newTracer(c config, log *slog.Logger) (service.Tracer, func(), error) {
-	return refusingTracer{}, func() {}, nil
-}
-
-// refusingTracer refuses every request: signing without a trace would sign
-// unverified claims.
-type refusingTracer struct{}
-
-func (refusingTracer) Trace(context.Context, service.Query) (*service.Trace, error) {
-	return nil, status.Error(codes.Unimplemented, "tracing the farm's records is not available in this build")
+	farm, err := trace.OpenFarm(c.records)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.sourceRepository == "" {
+		return nil, nil, errors.New("--source-repository is required: source inputs are checked against it")
+	}
+	repo, err := source.Open(context.Background(), c.sourceRepository, c.protectedBranch)
+	if err != nil {
+		return nil, nil, err
+	}
+	var opts []trace.Option
+	if c.allowlist != "" {
+		data, err := os.ReadFile(c.allowlist)
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := trace.ParseAllowlist(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", c.allowlist, err)
+		}
+		opts = append(opts, trace.WithAllowlist(a))
+		if c.requireAllowlist {
+			opts = append(opts, trace.RequireAllowlist())
+		}
+	}
+	t, err := trace.New(farm.Log, farm.CAS, trace.GitSources(repo), opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("tracing farm records", "records", c.records, "source", c.sourceRepository, "branch", c.protectedBranch)
+	return service.FromTrace(t), func() {}, nil
 }

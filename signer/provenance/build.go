@@ -56,6 +56,8 @@ type ClientInput struct {
 	Path    string
 	Digest  digest.Digest
 	Content []byte // full content if small; Build drops it above MaxInlineContent
+	// SymlinkTarget is set instead of Digest and Content for a symbolic link.
+	SymlinkTarget string
 }
 
 // Build makes the statement. It checks that the facts are complete (subjects,
@@ -144,6 +146,10 @@ func Build(f Facts) (*Statement, error) {
 	}
 	sum := Summary{Counts: f.Counts, ClientWritten: []ClientFile{}, UnreviewedThirdParty: unreviewed}
 	for _, c := range f.ClientFiles {
+		if c.SymlinkTarget != "" {
+			sum.ClientWritten = append(sum.ClientWritten, ClientFile{Path: c.Path, SymlinkTarget: c.SymlinkTarget})
+			continue
+		}
 		cf := ClientFile{Path: c.Path, Digest: c.Digest.String()}
 		if len(c.Content) <= MaxInlineContent && int64(len(c.Content)) == c.Digest.Size {
 			cf.Content = c.Content

@@ -158,7 +158,9 @@ func (c Counts) Total() int { return c.Generated + c.Source + c.ThirdParty + c.C
 // bazel-out/ and that no farm action produced.
 type ClientFile struct {
 	Path   string `json:"path"`
-	Digest string `json:"digest"` // "sha256hex/size"
+	Digest string `json:"digest,omitempty"` // "sha256hex/size"; empty for a symbolic link
+	// SymlinkTarget is set instead of Digest for a symbolic link.
+	SymlinkTarget string `json:"symlinkTarget,omitempty"`
 	// Content is the file's content when it is at most MaxInlineContent bytes.
 	Content []byte `json:"content,omitempty"`
 }
