@@ -276,8 +276,10 @@ func (b *Bwrap) Run(ctx context.Context, spec Spec) (Result, error) {
 	cmd.Stderr = stderr
 	cmd.ExtraFiles = []*os.File{infoW, blockR} // fd 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// No Pdeathsig: Go delivers it when the forking OS thread exits,
+		// which kills sandboxes at random. If the farm dies, the next
+		// NewBwrap kills what is left in its cgroups.
 		Credential: &syscall.Credential{Uid: spec.UID, Gid: spec.GID, Groups: []uint32{}},
-		Pdeathsig:  syscall.SIGKILL,
 	}
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 
@@ -420,6 +422,9 @@ func (b *Bwrap) args(spec *Spec) []string {
 	if spec.WorkingDir != "" {
 		wd += "/" + spec.WorkingDir
 	}
+	// The sandbox's own root is a tmpfs bwrap made: without this, an action
+	// could write beside its input root (/hallmark, /).
+	a = append(a, "--remount-ro", "/")
 	a = append(a, "--chdir", wd, "--info-fd", "3", "--block-fd", "4")
 	return a
 }
@@ -453,12 +458,13 @@ func tail(p string) string {
 // setRlimits sets RLIMIT_FSIZE, RLIMIT_CORE (0) and, without a pids cgroup,
 // RLIMIT_NPROC on pid, bwrap's blocked child. prlimit(2) on another process
 // needs CAP_SYS_RESOURCE or matching ids; the farm may lack the capability, so
-// a dedicated OS thread takes the sandbox's real uid/gid (keeping effective
-// root) for the call. The thread is never returned to the Go runtime.
+// a locked OS thread takes the sandbox's real uid/gid (keeping effective
+// root) for the call and then goes back to root; if it cannot, it is never
+// unlocked, so the runtime discards it.
 func setRlimits(pid int, spec Spec, nproc bool) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		runtime.LockOSThread()
 		if _, _, e := syscall.RawSyscall(syscall.SYS_SETRESGID, uintptr(spec.GID), 0, 0); e != 0 {
 			errc <- fmt.Errorf("setresgid: %w", e)
 			return
@@ -479,6 +485,11 @@ func setRlimits(pid int, spec Spec, nproc bool) error {
 		}
 		if err == nil && nproc && spec.Limits.Processes > 0 {
 			err = set(unix.RLIMIT_NPROC, uint64(spec.Limits.Processes))
+		}
+		_, _, e1 := syscall.RawSyscall(syscall.SYS_SETRESUID, 0, 0, 0)
+		_, _, e2 := syscall.RawSyscall(syscall.SYS_SETRESGID, 0, 0, 0)
+		if e1 == 0 && e2 == 0 {
+			runtime.UnlockOSThread()
 		}
 		errc <- err
 	}()
