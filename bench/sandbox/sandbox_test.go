@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
@@ -89,13 +90,22 @@ func BenchmarkExecute(b *testing.B) {
 		OutputFiles: []string{"bazel-out/bin/pkg/out.txt"},
 	}
 	action := &repb.Action{CommandDigest: workertest.PutMessage(store, cmd).ToProto(), InputRootDigest: root.ToProto()}
+	var input, run, upload time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		out, err := w.Execute(context.Background(), worker.Job{Action: action, Command: cmd})
 		if err != nil || out.Result.ExitCode != 0 || len(out.Result.OutputFiles) != 1 {
 			b.Fatal(out, err)
 		}
+		md := out.Result.ExecutionMetadata
+		input += md.InputFetchCompletedTimestamp.AsTime().Sub(md.InputFetchStartTimestamp.AsTime())
+		run += md.ExecutionCompletedTimestamp.AsTime().Sub(md.ExecutionStartTimestamp.AsTime())
+		upload += md.OutputUploadCompletedTimestamp.AsTime().Sub(md.OutputUploadStartTimestamp.AsTime())
 	}
+	n := float64(b.N)
+	b.ReportMetric(float64(input.Microseconds())/n, "input-us/op")
+	b.ReportMetric(float64(run.Microseconds())/n, "sandbox-us/op")
+	b.ReportMetric(float64(upload.Microseconds())/n, "upload-us/op")
 }
 
 func benchDir(b *testing.B) string {
