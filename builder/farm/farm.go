@@ -37,6 +37,7 @@ import (
 	"github.com/hallmark-build/hallmark/builder/reapi"
 	"github.com/hallmark-build/hallmark/builder/sandbox"
 	"github.com/hallmark-build/hallmark/builder/scheduler"
+	"github.com/hallmark-build/hallmark/builder/signing"
 	"github.com/hallmark-build/hallmark/builder/worker"
 )
 
@@ -69,6 +70,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the farm's Prometheus metrics. Default: a new one.
 	Registry *prometheus.Registry
+	// Signer is the signer's address (unix:PATH or tcp:127.0.0.1:PORT) for
+	// actions with the hallmark-sign platform property. Default "": no
+	// signer, such actions run their command (which fails saying so).
+	Signer string
+	// SignerUntenanted is the tenant named in signing requests for actions
+	// that carry no tenant. Default "default".
+	SignerUntenanted string
 }
 
 // Farm is a running builder. Create it with New, then Serve.
@@ -83,6 +91,7 @@ type Farm struct {
 	worker  *worker.Worker
 	grpc    *grpc.Server
 	metrics *metrics
+	signing *signing.Handler
 
 	runners   sync.WaitGroup
 	stopRun   context.CancelFunc
@@ -147,6 +156,10 @@ func New(cfg Config) (*Farm, error) {
 
 	runner := cfg.Sandbox
 	if runner == nil {
+		if err := checkTraversable(cfg.DataDir); err != nil {
+			f.execlog.Close()
+			return nil, fmt.Errorf("farm: %w", err)
+		}
 		b, err := sandbox.NewBwrap()
 		if err != nil {
 			f.execlog.Close()
@@ -162,6 +175,10 @@ func New(cfg Config) (*Farm, error) {
 		return nil, fmt.Errorf("farm: %w", err)
 	}
 
+	if f.signing, err = newSigning(cfg, f); err != nil {
+		f.execlog.Close()
+		return nil, fmt.Errorf("farm: %w", err)
+	}
 	f.metrics = newMetrics(f.reg)
 	casView, err := blobstore.NewMetricsStore(f.cas, f.reg)
 	if err != nil {
@@ -209,7 +226,11 @@ func (f *Farm) Serve(ctx context.Context, lis net.Listener, metricsLis net.Liste
 	runCtx, stopRun := context.WithCancel(context.Background())
 	f.stopRun = stopRun
 	for i := 0; i < f.cfg.Workers; i++ {
-		r := &runner{id: workerName("local", i), sched: f.sched, exec: workerExecutor{f.worker}, log: f.execlog,
+		var exec Executor = workerExecutor{f.worker}
+		if f.signing != nil {
+			exec = signingExecutor{base: exec, handler: f.signing}
+		}
+		r := &runner{id: workerName("local", i), sched: f.sched, exec: exec, log: f.execlog,
 			results: f.ac, logger: f.log, metrics: f.metrics}
 		f.runners.Add(1)
 		go func() { defer f.runners.Done(); r.loop(runCtx) }()
@@ -290,6 +311,28 @@ func (f *Farm) progress(ctx context.Context) {
 		f.log.Info("progress", "queued", st.Queued, "executing", st.Executing, "executed_since_last", seq-lastSeq,
 			"executed_total", seq, "cas_bytes", f.cas.Used())
 		lastSeq = seq
+	}
+}
+
+// checkTraversable makes sure sandboxes, which run as unprivileged uids, can
+// reach the per-action directories under dir: every ancestor needs search
+// permission for others.
+func checkTraversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("sandboxed actions run as unprivileged users and cannot reach the data directory %s: %s has mode %v without search permission for others; run `chmod o+x %s` or choose a --data directory elsewhere (for example under /var/lib)", abs, p, fi.Mode().Perm(), p)
+		}
+		if p == "/" {
+			return nil
+		}
 	}
 }
 
