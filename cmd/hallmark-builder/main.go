@@ -42,6 +42,7 @@ func run(args []string) int {
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "on SIGTERM, how long running actions may finish before they are cancelled")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	signerAddr := fs.String("signer", "", "signer address (unix:PATH or tcp:127.0.0.1:PORT) for hallmark-sign actions; empty: such actions fail")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -84,6 +85,7 @@ func run(args []string) int {
 		DefaultActionTimeout:    *defTimeout,
 		MaxActionTimeout:        *maxTimeout,
 		Logger:                  logger,
+		Signer:                  *signerAddr,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
