@@ -425,7 +425,8 @@ func (b *Bwrap) args(spec *Spec) []string {
 	// The sandbox's own root is a tmpfs bwrap made: without this, an action
 	// could write beside its input root (/hallmark, /).
 	a = append(a, "--remount-ro", "/")
-	a = append(a, "--chdir", wd, "--info-fd", "3", "--block-fd", "4")
+	// bwrap's own root is a tmpfs the command could write: make it read-only.
+	a = append(a, "--remount-ro", "/", "--chdir", wd, "--info-fd", "3", "--block-fd", "4")
 	return a
 }
 

@@ -109,6 +109,8 @@ func TestBwrapIsolation(t *testing.T) {
 		{"modify input", "echo x >> input.txt", -1, ""},
 		{"chmod input", "chmod 666 input.txt", -1, ""},
 		{"ls /root", "ls /root", -1, ""},
+		{"write the sandbox root", "touch /foo", -1, ""},
+		{"write next to the input root", "touch /hallmark/foo", -1, ""},
 		{"ls home", "ls " + home, -1, ""},
 		{"no /home", "test -e /home", -1, ""},
 		{"uid", "id -u", 0, "1000\n"},
