@@ -40,6 +40,7 @@ type config struct {
 	requireAllowlist bool
 	farmID           string
 	builderID        string
+	untenantedAs     string
 }
 
 func main() {
@@ -63,6 +64,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.requireAllowlist, "require-allowlist", false, "refuse third-party repositories that are not on the allowlist")
 	fs.StringVar(&c.farmID, "farm-id", "local", "farm id recorded in manifests")
 	fs.StringVar(&c.builderID, "builder-id", "", "runDetails.builder.id (default https://hallmark.build/farm/FARM-ID)")
+	fs.StringVar(&c.untenantedAs, "untenanted-as", "", "treat farm records without a tenant (a farm without tenant configuration) as this tenant's; hallmark-builder names them \"default\"")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -27,6 +27,9 @@ func newTracer(c config, log *slog.Logger) (service.Tracer, func(), error) {
 		return nil, nil, err
 	}
 	var opts []trace.Option
+	if c.untenantedAs != "" {
+		opts = append(opts, trace.WithUntenantedRecordsAs(c.untenantedAs))
+	}
 	if c.allowlist != "" {
 		data, err := os.ReadFile(c.allowlist)
 		if err != nil {
