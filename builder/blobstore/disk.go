@@ -569,3 +569,27 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// Delete removes the blob d now, as eviction would; it refuses while d is
+// pinned. Deleting an absent blob is not
+// an error. Operators use it for blobs found corrupt; tests use it to
+// simulate eviction.
+func (s *Disk) Delete(ctx context.Context, d digest.Digest) error {
+	if d.IsEmpty() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.index[d.Hash]
+	if e == nil || e.size != d.Size {
+		return nil
+	}
+	if e.pins > 0 {
+		return fmt.Errorf("blob %s is pinned by %d user(s)", d, e.pins)
+	}
+	s.removeLocked(e)
+	if err := os.Remove(BlobPath(s.dir, d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", d, err)
+	}
+	return nil
+}

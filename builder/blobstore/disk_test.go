@@ -432,3 +432,23 @@ func ExampleBlobPath() {
 	fmt.Println(blobstore.BlobPath("/data/cas", digest.OfBytes([]byte("hi"))))
 	// Output: /data/cas/8f/8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4
 }
+
+func TestDiskDelete(t *testing.T) {
+	ctx := context.Background()
+	s, dir := newDisk(t)
+	d := put(t, s, "doomed")
+	release, _ := s.Pin(ctx, []digest.Digest{d})
+	if err := s.Delete(ctx, d); err == nil {
+		t.Fatal("Delete of a pinned blob succeeded")
+	}
+	release()
+	if err := s.Delete(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if m := missing(t, s, d); len(m) != 1 || s.Used() != 0 {
+		t.Fatal("deleted blob still indexed")
+	}
+	if _, err := os.Stat(blobstore.BlobPath(dir, d)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("deleted blob's file remains")
+	}
+}

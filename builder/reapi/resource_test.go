@@ -14,8 +14,8 @@ const h = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 func TestParseReadResource(t *testing.T) {
 	for _, tc := range []struct {
 		name, in, instance string
-		size                int64
-		wantErr             string
+		size               int64
+		wantErr            string
 	}{
 		{"NoInstance", "blobs/" + h + "/0", "", 0, ""},
 		{"Instance", "main/blobs/" + h + "/12", "main", 12, ""},
