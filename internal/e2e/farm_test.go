@@ -86,7 +86,17 @@ func startFarm(t *testing.T, data, addr string) *farm {
 	t.Helper()
 	bin := builder(t)
 	if data == "" {
-		data = filepath.Join(t.TempDir(), "data")
+		// Not t.TempDir(): its directory is mode 0700, and the farm's sandboxes
+		// run actions as an unprivileged user who must reach the worker files.
+		base, err := os.MkdirTemp("", "hallmark-e2e-farm-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(base, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+		data = filepath.Join(base, "data")
 	}
 	if addr == "" {
 		addr = freeAddr(t)
