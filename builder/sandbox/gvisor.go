@@ -1,0 +1,308 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// GVisor is a Runner that runs each command under gVisor's runsc: a
+// user-space kernel between the action and the host, no network, the same
+// input/output contract as Bwrap (the input root at ExecRoot, the writable
+// directories bound read-write, a read-only system root, a private /tmp).
+// Each Run is one OCI container in a fresh bundle.
+type GVisor struct {
+	runsc   string
+	flags   []string
+	state   string
+	passwd  string
+	group   string
+	system  []string
+	etc     []string
+	counter atomic.Uint64
+}
+
+type gvisorOptions struct {
+	runsc string
+	flags []string
+	state string
+}
+
+// GVisorOption configures NewGVisor.
+type GVisorOption func(*gvisorOptions) error
+
+// WithRunscPath sets the runsc binary (default: "runsc" in PATH).
+func WithRunscPath(p string) GVisorOption {
+	return func(o *gvisorOptions) error { o.runsc = p; return nil }
+}
+
+// WithRunscFlags adds global runsc flags (for example "--platform=kvm").
+func WithRunscFlags(flags ...string) GVisorOption {
+	return func(o *gvisorOptions) error { o.flags = append(o.flags, flags...); return nil }
+}
+
+// WithGVisorStateDir sets where bundles and runsc's state live (default: a
+// new temporary directory).
+func WithGVisorStateDir(dir string) GVisorOption {
+	return func(o *gvisorOptions) error { o.state = dir; return nil }
+}
+
+// NewGVisor returns a gVisor Runner; it fails if runsc is not found.
+func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
+	o := gvisorOptions{runsc: "runsc"}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	g := &GVisor{flags: o.flags}
+	var err error
+	if g.runsc, err = exec.LookPath(o.runsc); err != nil {
+		return nil, fmt.Errorf("sandbox: runsc not found: %w", err)
+	}
+	if o.state == "" {
+		if o.state, err = os.MkdirTemp("", "hallmark-gvisor-"); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(o.state, "runsc"), 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := os.Chmod(o.state, 0o711); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	g.state = o.state
+	for _, p := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
+		if fi, err := os.Lstat(p); err == nil && (fi.IsDir() || fi.Mode()&os.ModeSymlink != 0) {
+			g.system = append(g.system, p)
+		}
+	}
+	for _, n := range []string{"hosts", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "ssl", "ca-certificates", "protocols", "services"} {
+		if _, err := os.Stat("/etc/" + n); err == nil {
+			g.etc = append(g.etc, "/etc/"+n)
+		}
+	}
+	return g, nil
+}
+
+// Close removes nothing; bundles are removed after each run.
+func (g *GVisor) Close() error { return nil }
+
+type ociSpec struct {
+	OCIVersion string      `json:"ociVersion"`
+	Process    ociProcess  `json:"process"`
+	Root       ociRoot     `json:"root"`
+	Hostname   string      `json:"hostname"`
+	Mounts     []ociMount  `json:"mounts"`
+	Linux      ociLinuxCfg `json:"linux"`
+}
+
+type ociProcess struct {
+	User            ociUser     `json:"user"`
+	Args            []string    `json:"args"`
+	Env             []string    `json:"env"`
+	Cwd             string      `json:"cwd"`
+	NoNewPrivileges bool        `json:"noNewPrivileges"`
+	Rlimits         []ociRlimit `json:"rlimits,omitempty"`
+}
+
+type ociUser struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+type ociRlimit struct {
+	Type string `json:"type"`
+	Hard uint64 `json:"hard"`
+	Soft uint64 `json:"soft"`
+}
+
+type ociRoot struct {
+	Path     string `json:"path"`
+	Readonly bool   `json:"readonly"`
+}
+
+type ociMount struct {
+	Destination string   `json:"destination"`
+	Type        string   `json:"type"`
+	Source      string   `json:"source"`
+	Options     []string `json:"options,omitempty"`
+}
+
+type ociLinuxCfg struct {
+	Namespaces []ociNamespace `json:"namespaces"`
+}
+
+type ociNamespace struct {
+	Type string `json:"type"`
+}
+
+// Run implements Runner.
+func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
+	if err := spec.Validate(); err != nil {
+		return Result{}, err
+	}
+	start := time.Now()
+	id := "hallmark-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(g.counter.Add(1), 10)
+	bundle := filepath.Join(g.state, id)
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+		return Result{}, fmt.Errorf("sandbox: %w", err)
+	}
+	defer os.RemoveAll(bundle)
+	etcDir := filepath.Join(bundle, "etc")
+	if err := os.Mkdir(etcDir, 0o755); err != nil {
+		return Result{}, fmt.Errorf("sandbox: %w", err)
+	}
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\nhallmark:x:%d:%d:hallmark:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", spec.UID, spec.GID)
+	group := fmt.Sprintf("root:x:0:\nhallmark:x:%d:\nnogroup:x:65534:\n", spec.GID)
+	for name, content := range map[string]string{"passwd": passwd, "group": group} {
+		if err := os.WriteFile(filepath.Join(etcDir, name), []byte(content), 0o644); err != nil {
+			return Result{}, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+
+	wd := ExecRoot
+	if spec.WorkingDir != "" {
+		wd += "/" + spec.WorkingDir
+	}
+	s := ociSpec{
+		OCIVersion: "1.0.2",
+		Process: ociProcess{
+			User: ociUser{UID: spec.UID, GID: spec.GID}, Args: spec.Args, Env: spec.Env, Cwd: wd, NoNewPrivileges: true,
+		},
+		Root:     ociRoot{Path: filepath.Join(bundle, "rootfs"), Readonly: true},
+		Hostname: "localhost",
+		Linux: ociLinuxCfg{Namespaces: []ociNamespace{
+			{Type: "pid"}, {Type: "network"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"},
+		}},
+	}
+	if spec.Limits.FileSizeBytes > 0 {
+		n := uint64(spec.Limits.FileSizeBytes)
+		s.Process.Rlimits = append(s.Process.Rlimits, ociRlimit{Type: "RLIMIT_FSIZE", Hard: n, Soft: n})
+	}
+	if spec.Limits.Processes > 0 {
+		n := uint64(spec.Limits.Processes)
+		s.Process.Rlimits = append(s.Process.Rlimits, ociRlimit{Type: "RLIMIT_NPROC", Hard: n, Soft: n})
+	}
+	ro := []string{"rbind", "ro"}
+	s.Mounts = append(s.Mounts,
+		ociMount{Destination: "/proc", Type: "proc", Source: "proc"},
+		ociMount{Destination: "/dev", Type: "tmpfs", Source: "tmpfs"},
+		ociMount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"mode=1777"}},
+	)
+	for _, p := range g.system {
+		src, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			continue
+		}
+		s.Mounts = append(s.Mounts, ociMount{Destination: p, Type: "bind", Source: src, Options: ro})
+	}
+	for _, p := range g.etc {
+		s.Mounts = append(s.Mounts, ociMount{Destination: p, Type: "bind", Source: p, Options: ro})
+	}
+	for _, n := range []string{"passwd", "group"} {
+		s.Mounts = append(s.Mounts, ociMount{Destination: "/etc/" + n, Type: "bind", Source: filepath.Join(etcDir, n), Options: ro})
+	}
+	rootWritable := false
+	for _, w := range spec.Writable {
+		if w == "" {
+			rootWritable = true
+		}
+	}
+	if rootWritable {
+		s.Mounts = append(s.Mounts, ociMount{Destination: ExecRoot, Type: "bind", Source: spec.InputRoot, Options: []string{"rbind", "rw"}})
+	} else {
+		s.Mounts = append(s.Mounts, ociMount{Destination: ExecRoot, Type: "bind", Source: spec.InputRoot, Options: ro})
+	}
+	for _, m := range spec.Mounts {
+		s.Mounts = append(s.Mounts, ociMount{Destination: ExecRoot + "/" + m.Target, Type: "bind", Source: m.Source, Options: ro})
+	}
+	for _, w := range spec.Writable {
+		if w != "" {
+			s.Mounts = append(s.Mounts, ociMount{Destination: ExecRoot + "/" + w, Type: "bind", Source: spec.InputRoot + "/" + w, Options: []string{"rbind", "rw"}})
+		}
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return Result{}, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644); err != nil {
+		return Result{}, fmt.Errorf("sandbox: %w", err)
+	}
+
+	stdout, err := openOutput(spec.Stdout)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stdout.Close()
+	stderr, err := openOutput(spec.Stderr)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stderr.Close()
+
+	root := filepath.Join(g.state, "runsc")
+	global := append([]string{"--root=" + root, "--network=none", "--ignore-cgroups"}, g.flags...)
+	args := append(append([]string{}, global...), "run", "--bundle", bundle, id)
+	cmd := exec.Command(g.runsc, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return Result{}, fmt.Errorf("sandbox: starting runsc: %w", err)
+	}
+	defer exec.Command(g.runsc, append(append([]string{}, global...), "delete", "--force", id)...).Run()
+
+	var timeout <-chan time.Time
+	if spec.Limits.Timeout > 0 {
+		t := time.NewTimer(spec.Limits.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var killed Reason
+	var waitErr error
+	select {
+	case waitErr = <-done:
+	case <-timeout:
+		killed = Timeout
+	case <-ctx.Done():
+		killed = Cancelled
+	}
+	if killed != NotKilled {
+		exec.Command(g.runsc, append(append([]string{}, global...), "kill", "--all", id, "KILL")...).Run()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		waitErr = <-done
+	}
+	res := Result{Killed: killed, WallTime: time.Since(start)}
+	if ps := cmd.ProcessState; ps != nil {
+		res.UserTime, res.SystemTime = ps.UserTime(), ps.SystemTime()
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			res.MaxRSSBytes = ru.Maxrss * 1024
+		}
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+			switch {
+			case ws.Exited():
+				res.ExitCode = ws.ExitStatus()
+			case ws.Signaled():
+				res.ExitCode = 128 + int(ws.Signal())
+			}
+		}
+	}
+	if killed == Cancelled {
+		return res, fmt.Errorf("sandbox: %w", ctx.Err())
+	}
+	var ee *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &ee) {
+		return res, fmt.Errorf("sandbox: runsc: %w", waitErr)
+	}
+	return res, nil
+}
