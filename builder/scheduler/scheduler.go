@@ -397,3 +397,13 @@ func (s *Scheduler) Close() {
 
 // Abort cancels every executing operation's context.
 func (s *Scheduler) Abort() { s.stopAll() }
+
+// TenantQueued returns how many of a tenant's tasks wait in the queue.
+func (s *Scheduler) TenantQueued(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.queues[tenant]; q != nil {
+		return len(q.tasks)
+	}
+	return 0
+}
