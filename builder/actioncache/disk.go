@@ -38,13 +38,28 @@ const maxEntryBytes = 64 << 20
 // torn one. An entry that does not parse is treated as absent.
 type Disk struct {
 	dir, tmp string
+	noSync   bool
+}
+
+// DiskOption configures NewDisk.
+type DiskOption func(*Disk)
+
+// WithoutFsyncUnsafe skips the fsyncs of each entry and its directory. An
+// entry is still renamed into place atomically, so a killed server never
+// leaves a torn entry, but after a power loss a recent entry may be lost or
+// empty (and is then treated as absent). The default syncs.
+func WithoutFsyncUnsafe() DiskOption {
+	return func(c *Disk) { c.noSync = true }
 }
 
 var _ Cache = (*Disk)(nil)
 
 // NewDisk opens (creating it if needed) the cache in dir.
-func NewDisk(dir string) (*Disk, error) {
+func NewDisk(dir string, opts ...DiskOption) (*Disk, error) {
 	c := &Disk{dir: dir, tmp: filepath.Join(dir, "tmp")}
+	for _, o := range opts {
+		o(c)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("action cache: %w", err)
 	}
@@ -114,14 +129,19 @@ func (c *Disk) Put(ctx context.Context, instance string, action digest.Digest, a
 	if _, err := f.Write(b); err != nil {
 		return fmt.Errorf("action cache: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("action cache: %w", err)
+	if !c.noSync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("action cache: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("action cache: %w", err)
 	}
 	if err := os.Rename(f.Name(), final); err != nil {
 		return fmt.Errorf("action cache: %w", err)
+	}
+	if c.noSync {
+		return nil
 	}
 	d, err := os.Open(filepath.Dir(final))
 	if err != nil {

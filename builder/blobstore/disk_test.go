@@ -452,3 +452,19 @@ func TestDiskDelete(t *testing.T) {
 		t.Fatal("deleted blob's file remains")
 	}
 }
+
+func TestDiskWithoutFsync(t *testing.T) {
+	dir := t.TempDir()
+	s, err := blobstore.NewDisk(dir, blobstore.WithoutFsyncUnsafe())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := put(t, s, "unsynced")
+	s2, err := blobstore.NewDisk(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := get(t, s2, d, 0); err != nil || got != "unsynced" {
+		t.Fatalf("Get after reopen = %q, %v", got, err)
+	}
+}
