@@ -38,6 +38,7 @@ import (
 	"github.com/hallmark-build/hallmark/builder/sandbox"
 	"github.com/hallmark-build/hallmark/builder/scheduler"
 	"github.com/hallmark-build/hallmark/builder/signing"
+	"github.com/hallmark-build/hallmark/builder/tenant"
 	"github.com/hallmark-build/hallmark/builder/worker"
 )
 
@@ -77,6 +78,22 @@ type Config struct {
 	// SignerUntenanted is the tenant named in signing requests for actions
 	// that carry no tenant. Default "default".
 	SignerUntenanted string
+	// Tenants, when set, makes the farm multi-tenant (docs/tenancy.md):
+	// every RPC is authenticated, each tenant has its own CAS namespace and
+	// ActionCache, and actions run on the worker pools of the tenants'
+	// rings. MaxCASBytes and ClientActionCacheWrites are then per tenant
+	// (quotas.cas_bytes, action_cache_writes). Workers is the number of
+	// slots shared among the pools' workers (at least one slot each).
+	Tenants *tenant.Config
+	// GVisor runs the actions of tenants with sandbox: gvisor. Default:
+	// sandbox.NewGVisor with RunscPath.
+	GVisor sandbox.Runner
+	// RunscPath is the runsc binary for the default GVisor runner
+	// (default: runsc in PATH).
+	RunscPath string
+	// ServerOptions are added to the gRPC server's (for example TLS
+	// credentials).
+	ServerOptions []grpc.ServerOption
 }
 
 // Farm is a running builder. Create it with New, then Serve.
@@ -89,6 +106,9 @@ type Farm struct {
 	execlog *execlog.Log
 	sched   *scheduler.Scheduler
 	worker  *worker.Worker
+	pools   []poolWorker // multi-tenant farms: one entry per worker
+	tenancy *tenancy
+	tiers   tierRunner
 	grpc    *grpc.Server
 	metrics *metrics
 	signing *signing.Handler
@@ -139,7 +159,7 @@ func New(cfg Config) (*Farm, error) {
 	}
 	var err error
 	var casOpts []blobstore.DiskOption
-	if cfg.MaxCASBytes > 0 {
+	if cfg.MaxCASBytes > 0 && cfg.Tenants == nil {
 		casOpts = append(casOpts, blobstore.WithMaxBytes(cfg.MaxCASBytes))
 	}
 	if f.cas, err = blobstore.NewDisk(filepath.Join(cfg.DataDir, "cas"), casOpts...); err != nil {
@@ -168,7 +188,12 @@ func New(cfg Config) (*Farm, error) {
 		runner = b
 	}
 	host, _ := os.Hostname()
-	if f.worker, err = worker.New(filepath.Join(cfg.DataDir, "worker"), f.cas, runner,
+	if cfg.Tenants != nil {
+		if err := f.newPools(cfg, runner, host); err != nil {
+			f.execlog.Close()
+			return nil, fmt.Errorf("farm: %w", err)
+		}
+	} else if f.worker, err = worker.New(filepath.Join(cfg.DataDir, "worker"), f.cas, runner,
 		worker.WithID(host+"/worker"), worker.WithSlots(cfg.Workers), worker.WithUIDBase(cfg.UIDBase),
 		worker.WithTimeouts(cfg.DefaultActionTimeout, cfg.MaxActionTimeout)); err != nil {
 		f.execlog.Close()
@@ -197,8 +222,20 @@ func New(cfg Config) (*Farm, error) {
 		ActionCache:             actioncache.NewCompleteOnly(f.ac, f.cas),
 		ClientActionCacheWrites: cfg.ClientActionCacheWrites,
 	}
-	resolver, err := reapi.NewStaticResolver(inst)
-	if err != nil {
+	var resolver reapi.Resolver
+	var admit reapi.TaskAdmitter = func(context.Context, *scheduler.Task) error { return nil }
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), grpc.MaxSendMsgSize(16 << 20)}
+	serverOpts = append(serverOpts, cfg.ServerOptions...)
+	if cfg.Tenants != nil {
+		if f.tenancy, err = newTenancy(context.Background(), cfg.DataDir, f.cas, cfg.Tenants); err != nil {
+			f.execlog.Close()
+			return nil, fmt.Errorf("farm: %w", err)
+		}
+		resolver = f.tenancy.resolver
+		admit = (&tenant.Admission{DefaultTimeout: cfg.DefaultActionTimeout, InFlight: f.tenancy.inFlight(f.sched)}).Admit
+		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(f.tenancy.auth.UnaryInterceptor()),
+			grpc.ChainStreamInterceptor(f.tenancy.auth.StreamInterceptor()))
+	} else if resolver, err = reapi.NewStaticResolver(inst); err != nil {
 		f.execlog.Close()
 		return nil, fmt.Errorf("farm: %w", err)
 	}
@@ -207,13 +244,14 @@ func New(cfg Config) (*Farm, error) {
 		f.execlog.Close()
 		return nil, fmt.Errorf("farm: %w", err)
 	}
-	f.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(16<<20), grpc.MaxSendMsgSize(16<<20))
+	f.grpc = grpc.NewServer(serverOpts...)
 	repb.RegisterCapabilitiesServer(f.grpc, reapi.NewCapabilitiesServer(resolver, reapi.WithExecution(true)))
 	repb.RegisterContentAddressableStorageServer(f.grpc, reapi.NewCASServer(resolver))
 	repb.RegisterActionCacheServer(f.grpc, reapi.NewActionCacheServer(resolver))
 	bytestream.RegisterByteStreamServer(f.grpc, bs)
 	reapi.RegisterExecution(f.grpc, reapi.NewExecutionServer(resolver, f.sched,
 		reapi.WithMaxTimeout(cfg.MaxActionTimeout),
+		reapi.WithTaskAdmitter(admit),
 		reapi.WithCacheHitHook(f.metrics.cacheHits.Inc)))
 	return f, nil
 }
@@ -225,7 +263,10 @@ func New(cfg Config) (*Farm, error) {
 func (f *Farm) Serve(ctx context.Context, lis net.Listener, metricsLis net.Listener, grace time.Duration) error {
 	runCtx, stopRun := context.WithCancel(context.Background())
 	f.stopRun = stopRun
-	for i := 0; i < f.cfg.Workers; i++ {
+	if f.tenancy != nil {
+		f.startPoolRunners(runCtx)
+	}
+	for i := 0; f.tenancy == nil && i < f.cfg.Workers; i++ {
 		var exec Executor = workerExecutor{f.worker}
 		if f.signing != nil {
 			exec = signingExecutor{base: exec, handler: f.signing}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -45,17 +46,38 @@ type runner struct {
 	accept  scheduler.Accept
 	logger  *slog.Logger
 	metrics *metrics
+
+	// Multi-tenant farms only: idle counts this slot's pool's free slots
+	// while it waits for work, done is called after each task, and
+	// taskResults replaces results.
+	idle        *atomic.Int64
+	done        func(*scheduler.Task)
+	taskResults TaskResultStore
+}
+
+// TaskResultStore caches results by task (so by tenant).
+type TaskResultStore interface {
+	Put(ctx context.Context, t *scheduler.Task, action digest.Digest, res *repb.ActionResult) error
 }
 
 func (r *runner) loop(ctx context.Context) {
 	for {
+		if r.idle != nil {
+			r.idle.Add(1)
+		}
 		op, err := r.sched.Next(ctx, r.id, r.accept)
+		if r.idle != nil {
+			r.idle.Add(-1)
+		}
 		if err != nil {
 			return
 		}
 		r.metrics.executing.Inc()
 		out := r.run(op)
 		r.metrics.executing.Dec()
+		if r.done != nil {
+			r.done(op.Task)
+		}
 		r.sched.Finish(op, out)
 	}
 }
@@ -96,7 +118,13 @@ func (r *runner) run(op *scheduler.Operation) scheduler.Outcome {
 	default:
 		r.metrics.actions.WithLabelValues("ok").Inc()
 		if !t.DoNotCache {
-			if err := r.results.Put(context.WithoutCancel(ctx), t.Instance, t.ActionDigest, res); err != nil {
+			var err error
+			if r.taskResults != nil {
+				err = r.taskResults.Put(context.WithoutCancel(ctx), t, t.ActionDigest, res)
+			} else {
+				err = r.results.Put(context.WithoutCancel(ctx), t.Instance, t.ActionDigest, res)
+			}
+			if err != nil {
 				r.logger.Warn("cannot cache an action result", "action", t.ActionDigest.String(), "err", err)
 			}
 		}
