@@ -335,7 +335,11 @@ func Check(in Input) []string {
 				allowed[p.Name+"@"+p.Digest] = true
 			}
 		}
-		for _, d := range bd.ResolvedDependencies[min(1, len(bd.ResolvedDependencies)):] {
+		deps := bd.ResolvedDependencies
+		if len(deps) > 0 {
+			deps = deps[1:] // the source
+		}
+		for _, d := range deps {
 			if a, _ := d.Annotations["allowlisted"].(bool); a || allowed[d.Name+"@sha256:"+d.Digest["sha256"]] {
 				continue
 			}
