@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -22,7 +24,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/hallmark-build/hallmark/builder/farm"
+	"github.com/hallmark-build/hallmark/builder/tenant"
 )
 
 func main() {
@@ -43,6 +49,11 @@ func run(args []string) int {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	signerAddr := fs.String("signer", "", "signer address (unix:PATH or tcp:127.0.0.1:PORT) for hallmark-sign actions; empty: such actions fail")
+	configPath := fs.String("config", "", "tenant configuration file (YAML, see docs/tenancy.md); makes the farm multi-tenant; SIGHUP reloads it")
+	runscPath := fs.String("runsc", "", "runsc binary for tenants with sandbox: gvisor (default: runsc in PATH)")
+	tlsCert := fs.String("tls-cert", "", "serve gRPC over TLS with this certificate (PEM); needs --tls-key")
+	tlsKey := fs.String("tls-key", "", "private key (PEM) of --tls-cert")
+	tlsClientCA := fs.String("tls-client-ca", "", "CA bundle (PEM) that signs client certificates; their identities authenticate tenants (client_cert_identities)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -77,7 +88,26 @@ func run(args []string) int {
 	logger := slog.New(h)
 	slog.SetDefault(logger)
 
+	var tenants *tenant.Config
+	if *configPath != "" {
+		if tenants, err = tenant.Load(*configPath); err != nil {
+			fmt.Fprintf(os.Stderr, "hallmark-builder: --config: %v\n", err)
+			return 2
+		}
+	}
+	var serverOpts []grpc.ServerOption
+	if *tlsCert != "" || *tlsKey != "" || *tlsClientCA != "" {
+		creds, err := tlsCredentials(*tlsCert, *tlsKey, *tlsClientCA)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "hallmark-builder: %v\n", err)
+			return 2
+		}
+		serverOpts = append(serverOpts, grpc.Creds(creds))
+	}
 	f, err := farm.New(farm.Config{
+		Tenants:                 tenants,
+		RunscPath:               *runscPath,
+		ServerOptions:           serverOpts,
 		DataDir:                 *data,
 		Workers:                 *workers,
 		MaxCASBytes:             maxCASBytes,
@@ -105,6 +135,29 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if tenants != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+				}
+				cfg, err := tenant.Load(*configPath)
+				if err == nil {
+					err = f.Reload(cfg)
+				}
+				if err != nil {
+					logger.Error("SIGHUP: keeping the old tenant configuration", "config", *configPath, "err", err)
+					continue
+				}
+				logger.Info("SIGHUP: tenant configuration reloaded", "config", *configPath, "tenants", len(cfg.Tenants))
+			}
+		}()
+	}
 	if err := f.Serve(ctx, lis, mlis, *grace); err != nil {
 		logger.Error("serving failed", "err", err)
 		return 1
@@ -131,4 +184,30 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (examples: 0, 500MiB, 20GiB)", s)
 	}
 	return n * mult, nil
+}
+
+// tlsCredentials builds server TLS; with a client CA, client certificates
+// are verified when given (tenants may still use bearer tokens).
+func tlsCredentials(certFile, keyFile, clientCA string) (credentials.TransportCredentials, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCA != "" {
+		pem, err := os.ReadFile(clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-client-ca: %s holds no PEM certificate", clientCA)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return credentials.NewTLS(cfg), nil
 }
