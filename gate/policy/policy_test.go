@@ -124,14 +124,22 @@ func TestEvaluate(t *testing.T) {
 	}{
 		{"Satisfied", func(f *policy.Facts) {}, true, nil, false},
 		{"NoPolicy", func(f *policy.Facts) { f.Identity = "prod/unknown" }, false, []policy.Code{policy.CodeNoPolicy}, false},
-		{"Unsigned", func(f *policy.Facts) { *f = policy.Facts{Identity: f.Identity, VerifyErrors: []string{"no manifest attached"}} }, false, []policy.Code{policy.CodeVerification}, false},
+		{"Unsigned", func(f *policy.Facts) {
+			*f = policy.Facts{Identity: f.Identity, VerifyErrors: []string{"no manifest attached"}}
+		}, false, []policy.Code{policy.CodeVerification}, false},
 		{"WrongBuilder", func(f *policy.Facts) { f.BuilderID = "https://evil" }, false, []policy.Code{policy.CodeBuilder}, false},
 		{"WrongRepo", func(f *policy.Facts) { f.SourceRepository = "https://git.example.com/fork" }, false, []policy.Code{policy.CodeSource}, false},
 		{"PathOutside", func(f *policy.Facts) { f.Targets = append(f.Targets, "//services/frontend-admin:bin") }, false, []policy.Code{policy.CodePath}, false},
 		{"NotSubmitted", func(f *policy.Facts) { f.ProtectedBranch = "" }, false, []policy.Code{policy.CodeProtectedBranch}, false},
-		{"UnlistedThirdParty", func(f *policy.Facts) { f.ThirdParty = append(f.ThirdParty, policy.Dep{Name: "evil", Digest: "sha256:22"}) }, false, []policy.Code{policy.CodeThirdParty}, false},
-		{"SignerAllowlisted", func(f *policy.Facts) { f.ThirdParty = append(f.ThirdParty, policy.Dep{Name: "ok", Digest: "sha256:22", Allowlisted: true}) }, true, nil, false},
-		{"ClientWrittenNotTolerated", func(f *policy.Facts) { f.ClientWritten = append(f.ClientWritten, policy.Input{Path: "bazel-out/k8/bin/gen.go"}) }, false, []policy.Code{policy.CodeClientWritten}, false},
+		{"UnlistedThirdParty", func(f *policy.Facts) {
+			f.ThirdParty = append(f.ThirdParty, policy.Dep{Name: "evil", Digest: "sha256:22"})
+		}, false, []policy.Code{policy.CodeThirdParty}, false},
+		{"SignerAllowlisted", func(f *policy.Facts) {
+			f.ThirdParty = append(f.ThirdParty, policy.Dep{Name: "ok", Digest: "sha256:22", Allowlisted: true})
+		}, true, nil, false},
+		{"ClientWrittenNotTolerated", func(f *policy.Facts) {
+			f.ClientWritten = append(f.ClientWritten, policy.Input{Path: "bazel-out/k8/bin/gen.go"})
+		}, false, []policy.Code{policy.CodeClientWritten}, false},
 		{"TooOld", func(f *policy.Facts) { f.FinishedOn = now.Add(-800 * time.Hour) }, false, []policy.Code{policy.CodeMaxAge}, false},
 		{"EveryReasonKept", func(f *policy.Facts) {
 			f.BuilderID = "x"
