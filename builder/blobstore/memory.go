@@ -15,7 +15,6 @@ import (
 type Memory struct {
 	mu    sync.RWMutex
 	blobs map[digest.Digest][]byte
-	max   int64
 }
 
 var _ Store = (*Memory)(nil)
@@ -47,9 +46,6 @@ func (m *Memory) Get(ctx context.Context, d digest.Digest, offset int64) (io.Rea
 
 // Put implements Store.
 func (m *Memory) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
-	if m.max > 0 && d.Size > m.max {
-		return fmt.Errorf("%w: blob %s is larger than the limit of %d bytes", ErrTooLarge, d, m.max)
-	}
 	b, err := readVerified(ctx, d, r)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
@@ -14,6 +15,10 @@ import (
 	"github.com/hallmark-build/hallmark/builder/digest"
 	"github.com/hallmark-build/hallmark/internal/grpcstatus"
 )
+
+// batchParallelism is how many blobs of one BatchUpdateBlobs are stored at
+// the same time.
+const batchParallelism = 8
 
 type casServer struct {
 	repb.UnimplementedContentAddressableStorageServer
@@ -93,13 +98,23 @@ func (s *casServer) BatchUpdateBlobs(ctx context.Context, req *repb.BatchUpdateB
 	if total > MaxBatchTotalSizeBytes {
 		return nil, status.Errorf(codes.InvalidArgument, "BatchUpdateBlobs carries %d bytes, more than the %d bytes announced in max_batch_total_size_bytes; use ByteStream Write", total, MaxBatchTotalSizeBytes)
 	}
-	resp := &repb.BatchUpdateBlobsResponse{}
+	// Blobs are stored concurrently: each Put may wait for an fsync, and
+	// concurrent fsyncs share journal commits.
+	resp := &repb.BatchUpdateBlobsResponse{Responses: make([]*repb.BatchUpdateBlobsResponse_Response, len(req.GetRequests()))}
+	sem := make(chan struct{}, batchParallelism)
+	var wg sync.WaitGroup
 	for i, r := range req.GetRequests() {
-		resp.Responses = append(resp.Responses, &repb.BatchUpdateBlobsResponse_Response{
-			Digest: r.GetDigest(),
-			Status: rpcStatus(s.updateOne(ctx, in, i, r)),
-		})
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			resp.Responses[i] = &repb.BatchUpdateBlobsResponse_Response{
+				Digest: r.GetDigest(),
+				Status: rpcStatus(s.updateOne(ctx, in, i, r)),
+			}
+		}()
 	}
+	wg.Wait()
 	return resp, nil
 }
 
