@@ -125,13 +125,12 @@ func (g *Gate) Check(ctx context.Context, r Request) policy.Decision {
 	f.Identity = r.Identity
 	f.Justification = r.Justification
 	d := policy.Evaluate(g.Policy(), f, g.now())
-	g.record(r, d, f, audit.KindAdmission)
-	return d
+	return g.record(r, d, f, audit.KindAdmission)
 }
 
-func (g *Gate) record(r Request, d policy.Decision, f policy.Facts, kind string) {
+func (g *Gate) record(r Request, d policy.Decision, f policy.Facts, kind string) policy.Decision {
 	if g.log == nil {
-		return
+		return d
 	}
 	if d.Review {
 		kind = audit.KindBreakGlass
@@ -141,6 +140,7 @@ func (g *Gate) record(r Request, d policy.Decision, f policy.Facts, kind string)
 	if err := g.log.Append(audit.Record{Time: g.now().UTC(), Kind: kind, Workload: r.Workload, RequestUID: r.RequestUID, User: r.User, Decision: d, Facts: f}); err != nil {
 		d.Notes = append(d.Notes, policy.Reason{Code: "AUDIT_FAILED", Message: err.Error()})
 	}
+	return d
 }
 
 // Finding is a previously admitted workload image that no longer complies.
@@ -197,7 +197,7 @@ func (g *Gate) Recheck(ctx context.Context, path string) ([]Finding, error) {
 		if len(d.Violations) == 0 {
 			continue
 		}
-		g.record(Request{Identity: k.identity, Image: k.image, Workload: k.workload}, d, f, audit.KindRecheck)
+		d = g.record(Request{Identity: k.identity, Image: k.image, Workload: k.workload}, d, f, audit.KindRecheck)
 		out = append(out, Finding{Workload: k.workload, Identity: k.identity, Image: k.image, Admitted: r.Time, Decision: d})
 	}
 	return out, nil
