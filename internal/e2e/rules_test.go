@@ -120,6 +120,12 @@ func startSigningFarm(t *testing.T, repo string) *signingFarm {
 	t.Helper()
 	bin := tools(t)
 	dir := t.TempDir()
+	// The sandboxed uids must reach the data directory.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f := &signingFarm{t: t, bin: bin, Addr: freeAddr(t), Data: filepath.Join(dir, "data"),
 		Sock: filepath.Join(dir, "signer.sock"), Keys: filepath.Join(dir, "keys"), Repo: repo}
 	if out, err := exec.Command(filepath.Join(bin, "hallmark"), "keys", "generate", "--out="+f.Keys).CombinedOutput(); err != nil {
