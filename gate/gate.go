@@ -139,6 +139,11 @@ func (g *Gate) record(r Request, d policy.Decision, f policy.Facts, kind string)
 	// decision's notes rather than failing the deploy.
 	if err := g.log.Append(audit.Record{Time: g.now().UTC(), Kind: kind, Workload: r.Workload, RequestUID: r.RequestUID, User: r.User, Decision: d, Facts: f}); err != nil {
 		d.Notes = append(d.Notes, policy.Reason{Code: "AUDIT_FAILED", Message: err.Error()})
+		if d.Review {
+			// A break-glass admission that cannot be recorded is not granted.
+			d.Allow = false
+			d.Violations = append(d.Violations, policy.Reason{Code: "AUDIT_FAILED", Message: "break-glass use could not be recorded: " + err.Error()})
+		}
 	}
 	return d
 }
