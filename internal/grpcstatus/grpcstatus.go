@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -61,7 +62,7 @@ func FromError(err error) error {
 //	blobstore.ErrDigestMismatch, digest.ErrInvalid  INVALID_ARGUMENT
 //	actioncache.ErrInvalid                         INVALID_ARGUMENT
 //	blobstore.ErrTooLarge                          INVALID_ARGUMENT (the blob can never be stored)
-//	blobstore.ErrFull                              RESOURCE_EXHAUSTED (retry later)
+//	blobstore.ErrFull, ENOSPC, EDQUOT              RESOURCE_EXHAUSTED (retry later)
 //	blobstore.ErrOutOfRange                        OUT_OF_RANGE
 //	context.Canceled, context.DeadlineExceeded     CANCELLED, DEADLINE_EXCEEDED
 //	anything else                                  INTERNAL
@@ -82,6 +83,8 @@ var table = []struct {
 	{actioncache.ErrInvalid, codes.InvalidArgument},
 	{blobstore.ErrTooLarge, codes.InvalidArgument},
 	{blobstore.ErrFull, codes.ResourceExhausted},
+	{syscall.ENOSPC, codes.ResourceExhausted},
+	{syscall.EDQUOT, codes.ResourceExhausted},
 	{blobstore.ErrOutOfRange, codes.OutOfRange},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -35,6 +37,7 @@ func TestFromStoreError(t *testing.T) {
 		{"Canceled", fmt.Errorf("x: %w", context.Canceled), codes.Canceled},
 		{"Deadline", context.DeadlineExceeded, codes.DeadlineExceeded},
 		{"Other", errors.New("disk on fire"), codes.Internal},
+		{"DiskFull", &os.PathError{Op: "write", Path: "/cas/tmp/x", Err: syscall.ENOSPC}, codes.ResourceExhausted},
 		{"Status", status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied},
 		{"WrappedStatus", fmt.Errorf("ctx: %w", status.Error(codes.Unavailable, "down")), codes.Unavailable},
 	} {
