@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -190,8 +191,14 @@ func Parse(file string, data []byte) (*Config, error) {
 	p := &parser{file: file}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		return nil, &Error{File: file, Line: yamlLine(err), Msg: "not valid YAML: " + err.Error()}
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, &Error{File: file, Line: 1, Msg: "empty file: a top-level mapping with a tenants: list is required"}
+	} else if err != nil {
+		line := yamlLine(err)
+		if line == 0 {
+			line = 1
+		}
+		return nil, &Error{File: file, Line: line, Msg: "not valid YAML: " + err.Error()}
 	}
 	if len(doc.Content) != 1 {
 		return nil, &Error{File: file, Line: 1, Msg: "empty file: a top-level mapping with a tenants: list is required"}
