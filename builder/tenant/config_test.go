@@ -53,7 +53,7 @@ func TestParseErrors(t *testing.T) {
 	base := "tenants:\n  - name: a\n    instance_names: [a]\n    tokens: [\"" + tokA + "\"]\n"
 	for _, tc := range []struct {
 		name, yaml, wantKey string
-		wantLine          int
+		wantLine            int
 	}{
 		{"UnknownTop", "tenant:\n  - name: a\n", "tenant", 1},
 		{"UnknownTenantKey", base + "    rings: sensitive\n", "tenants[0].rings", 5},
