@@ -8,6 +8,7 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hallmark-build/hallmark/builder/actioncache"
 	"github.com/hallmark-build/hallmark/builder/digest"
@@ -128,6 +129,18 @@ func (s *actionCacheServer) UpdateActionResult(ctx context.Context, req *repb.Up
 	}
 	if len(missing) > 0 {
 		return nil, grpcstatus.Wrapf(grpcstatus.MissingBlobs(missing), "action_result for %s references blobs that are not in the CAS; upload them first", action)
+	}
+	// Inlined bytes whose blobs are in the CAS are not kept in the entry;
+	// GetActionResult inlines them again when asked.
+	ar = proto.Clone(ar).(*repb.ActionResult)
+	if ar.GetStdoutDigest() != nil {
+		ar.StdoutRaw = nil
+	}
+	if ar.GetStderrDigest() != nil {
+		ar.StderrRaw = nil
+	}
+	for _, f := range ar.GetOutputFiles() {
+		f.Contents = nil
 	}
 	if err := in.ActionCache.Put(ctx, in.Name, action, ar); err != nil {
 		return nil, grpcstatusFrom(fmt.Errorf("storing the result of %s: %w", action, err))

@@ -91,6 +91,18 @@ func TestActionCache(t *testing.T) {
 			t.Fatal("inlined without being asked")
 		}
 	})
+	t.Run("InlinedUpdateNotKept", func(t *testing.T) {
+		a3 := digest.OfBytes([]byte("action 3"))
+		r3 := &repb.ActionResult{StdoutDigest: stdout.ToProto(), StdoutRaw: []byte("stdout text"),
+			OutputFiles: []*repb.OutputFile{{Path: "out", Digest: out.ToProto(), Contents: []byte("output file")}}}
+		if _, err := f.ac.UpdateActionResult(ctx, &repb.UpdateActionResultRequest{ActionDigest: a3.ToProto(), ActionResult: r3}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.ac.GetActionResult(ctx, &repb.GetActionResultRequest{ActionDigest: a3.ToProto()})
+		if err != nil || len(got.StdoutRaw) != 0 || len(got.OutputFiles[0].Contents) != 0 {
+			t.Fatalf("GetActionResult without inlining = %v, %v; want no inline bytes", got, err)
+		}
+	})
 	t.Run("InlineBudget", func(t *testing.T) {
 		big := f.put(t, make([]byte, 200)) // the server inlines at most 100 bytes
 		a2 := digest.OfBytes([]byte("action 2"))
