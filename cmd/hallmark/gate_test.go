@@ -180,6 +180,9 @@ func TestCosignVerifiesPushedAttestation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cosign verify-attestation: %v\n%s", err, out)
 	}
+	if !strings.Contains(string(out), "payloadType") || !strings.Contains(string(out), "signatures were verified against the specified public key") {
+		t.Fatalf("cosign did not print a verified attestation:\n%s", out)
+	}
 }
 
 func moveRefLast(args []string) []string {
