@@ -189,10 +189,10 @@ func TestRulesSignedManifest(t *testing.T) {
 	ws := env.Workspace(t, example)
 	// The example as its own repository (as a user's workspace is), with the
 	// signer's public key where the gate test expects it.
-	os.RemoveAll(filepath.Join(ws.Dir, "bazel-out"))
+	// (signer.pub is in the example's .gitignore.)
+	gitInit(t, ws.Dir)
 	f := startSigningFarm(t, ws.Dir)
 	copyFile(t, filepath.Join(f.Keys, "signer.pub"), filepath.Join(ws.Dir, "signer.pub"))
-	gitInit(t, ws.Dir)
 	remote := bazeltest.RemoteFlags(f.Addr)
 	targets := []string{"//:manifest", "//:image", "//:gate_test"}
 
