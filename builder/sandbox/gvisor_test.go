@@ -36,11 +36,23 @@ func runscForTest(t *testing.T) string {
 	return p
 }
 
+// probeRunsc skips when runsc cannot start a sandbox on this host at all.
+func probeRunsc(t *testing.T, p string) {
+	t.Helper()
+	cmd := exec.Command(p, "--network=none", "--root="+t.TempDir(), "do", "/bin/true")
+	cmd.Dir = t.TempDir()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("%s cannot start a sandbox on this host: %v: %s", p, err, strings.TrimSpace(string(out)))
+	}
+}
+
 func TestGVisorShellToolsAndIsolation(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runsc needs root here")
 	}
-	g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runscForTest(t)), sandbox.WithGVisorStateDir(t.TempDir()))
+	runsc := runscForTest(t)
+	probeRunsc(t, runsc)
+	g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +111,9 @@ func TestGVisorTimeout(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("runsc needs root here")
 	}
-	g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runscForTest(t)), sandbox.WithGVisorStateDir(t.TempDir()))
+	runsc := runscForTest(t)
+	probeRunsc(t, runsc)
+	g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
