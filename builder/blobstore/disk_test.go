@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hallmark-build/hallmark/builder/blobstore"
 	"github.com/hallmark-build/hallmark/builder/digest"
@@ -466,5 +467,47 @@ func TestDiskWithoutFsync(t *testing.T) {
 	}
 	if got, err := get(t, s2, d, 0); err != nil || got != "unsynced" {
 		t.Fatalf("Get after reopen = %q, %v", got, err)
+	}
+}
+
+func TestDiskPeriodicSync(t *testing.T) {
+	dir := t.TempDir()
+	s, err := blobstore.NewDisk(dir, blobstore.WithPeriodicSync(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := put(t, s, "durable")
+	// A checkpoint happens within an interval plus the time syncfs takes.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(dir, "synced")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint: %v", err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A power loss after the checkpoint left a published blob torn: its
+	// name is right, its content is not.
+	torn := digest.OfBytes([]byte("written after the checkpoint"))
+	os.MkdirAll(filepath.Join(dir, torn.Hash[:2]), 0o755)
+	if err := os.WriteFile(blobstore.BlobPath(dir, torn), make([]byte, torn.Size), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the clock slack, so good is trusted
+	s2, err := blobstore.NewDisk(dir, blobstore.WithPeriodicSync(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if m := missing(t, s2, good, torn); len(m) != 1 || m[0] != torn {
+		t.Fatalf("after reopen missing = %v; want only the torn blob", m)
+	}
+	if _, err := os.Stat(blobstore.BlobPath(dir, torn)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("torn blob's file was not deleted")
+	}
+	if _, err := blobstore.NewDisk(t.TempDir(), blobstore.WithPeriodicSync(0)); err == nil {
+		t.Fatal("WithPeriodicSync(0) accepted")
 	}
 }
