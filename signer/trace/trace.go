@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -265,13 +267,19 @@ type fileKey struct {
 	d    digest.Digest
 }
 
+// run is the state of one Trace. Actions are traced concurrently (reading
+// blobs is I/O-bound); mu guards the maps and fields below it.
 type run struct {
-	t       *Tracer
-	ctx     context.Context
-	req     Request
-	src     SourceTree
+	t   *Tracer
+	ctx context.Context
+	req Request
+	src SourceTree
+	wg  sync.WaitGroup
+	sem chan struct{}
+
+	mu      sync.Mutex
+	err     error // the first refusal
 	actions map[digest.Digest]*Action
-	queue   []execlog.Record
 	dirs    map[fileKey]bool
 	files   map[fileKey]int
 	third   map[string]*tnode
@@ -299,7 +307,7 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 	defer src.Close()
 	r := &run{t: t, ctx: ctx, req: req, src: src,
 		actions: map[digest.Digest]*Action{}, dirs: map[fileKey]bool{}, files: map[fileKey]int{},
-		third: map[string]*tnode{}, client: map[string]ClientFile{}}
+		third: map[string]*tnode{}, client: map[string]ClientFile{}, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	res := &Result{Tenant: req.Tenant, Commit: req.Commit}
 	inv := map[string]bool{}
 	for _, a := range req.Artifacts {
@@ -315,17 +323,13 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 		if rec.Request != nil && rec.Request.ToolInvocationID != "" {
 			inv[rec.Request.ToolInvocationID] = true
 		}
+		r.mu.Lock()
 		r.enqueue(rec)
+		r.mu.Unlock()
 	}
-	for len(r.queue) > 0 {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rec := r.queue[len(r.queue)-1]
-		r.queue = r.queue[:len(r.queue)-1]
-		if err := r.action(rec); err != nil {
-			return nil, err
-		}
+	r.wg.Wait()
+	if r.err != nil {
+		return nil, r.err
 	}
 	// The chain through the newest record used covers every older one.
 	if err := t.log.Verify(r.maxSeq); err != nil {
@@ -427,15 +431,42 @@ func (r *run) dirProducer(d digest.Digest) (execlog.Record, bool) {
 	return execlog.Record{}, false
 }
 
+// enqueue starts tracing rec's action unless it was seen. Called with r.mu
+// held.
 func (r *run) enqueue(rec execlog.Record) {
 	if _, seen := r.actions[rec.Action]; seen {
 		return
 	}
-	r.actions[rec.Action] = &Action{Digest: rec.Action, Seq: rec.Seq} // placeholder until traced
-	r.queue = append(r.queue, rec)
+	r.actions[rec.Action] = &Action{Digest: rec.Action, Seq: rec.Seq} // filled in by action
 	if rec.Seq > r.maxSeq {
 		r.maxSeq, r.maxHash = rec.Seq, rec.Hash
 	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.sem <- struct{}{}
+		defer func() { <-r.sem }()
+		if r.failed() {
+			return
+		}
+		err := r.ctx.Err()
+		if err == nil {
+			err = r.action(rec)
+		}
+		if err != nil {
+			r.mu.Lock()
+			if r.err == nil {
+				r.err = err
+			}
+			r.mu.Unlock()
+		}
+	}()
+}
+
+func (r *run) failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err != nil
 }
 
 // blob reads d from the CAS and checks its content hashes to d.
@@ -480,8 +511,7 @@ func (r *run) action(rec execlog.Record) error {
 	if err := r.message("the Command of "+label, "", cd, &cmd); err != nil {
 		return err
 	}
-	a := r.actions[rec.Action]
-	*a = Action{Digest: rec.Action, Seq: rec.Seq, Command: cd, InputRoot: rd, Arguments: cmd.GetArguments(),
+	a := &Action{Digest: rec.Action, Seq: rec.Seq, Command: cd, InputRoot: rd, Arguments: cmd.GetArguments(),
 		Platform: rec.Platform, ExitCode: rec.ExitCode, Worker: rec.Worker, Started: rec.Started, Finished: rec.Completed}
 	for _, e := range cmd.GetEnvironmentVariables() {
 		a.Environment = append(a.Environment, EnvVar{Name: e.GetName(), Value: e.GetValue()})
@@ -496,6 +526,9 @@ func (r *run) action(rec execlog.Record) error {
 		a.Mnemonic, a.TargetID, a.ActionID, a.ConfigurationID = m.ActionMnemonic, m.TargetID, m.ActionID, m.ConfigurationID
 		a.ToolInvocationID, a.CorrelatedInvocationsID = m.ToolInvocationID, m.CorrelatedInvocationsID
 	}
+	r.mu.Lock()
+	*r.actions[rec.Action] = *a
+	r.mu.Unlock()
 	// Input paths are relative to the input root; Command paths relative to
 	// the working directory do not matter here.
 	return r.dir("", rd, 0)
@@ -504,13 +537,18 @@ func (r *run) action(rec execlog.Record) error {
 // dir walks a Directory of an input root at path p.
 func (r *run) dir(p string, d digest.Digest, forced int) error {
 	k := fileKey{p, d}
-	if r.dirs[k] {
+	r.mu.Lock()
+	seen := r.dirs[k]
+	r.dirs[k] = true
+	r.mu.Unlock()
+	if seen || r.failed() {
 		return nil
 	}
-	r.dirs[k] = true
 	if forced == 0 && under(p, "bazel-out") && p != "bazel-out" {
 		if rec, ok := r.dirProducer(d); ok {
+			r.mu.Lock()
 			r.enqueue(rec)
+			r.mu.Unlock()
 			forced = classGenerated
 		}
 	}
@@ -522,12 +560,12 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 	if err := r.message(what, p, d, &dm); err != nil {
 		return err
 	}
-	seen := map[string]bool{}
+	names := map[string]bool{}
 	name := func(n string) (string, error) {
-		if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00") || seen[n] {
+		if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00") || names[n] {
 			return "", &RefusalError{Path: p, Digest: d, Reason: fmt.Sprintf("the Directory has an invalid or duplicate entry name %q", n)}
 		}
-		seen[n] = true
+		names[n] = true
 		if p == "" {
 			return n, nil
 		}
@@ -551,8 +589,10 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 		if err != nil {
 			return err
 		}
+		r.mu.Lock()
 		r.client[sp] = ClientFile{Path: sp, SymlinkTarget: s.GetTarget()}
 		r.files[fileKey{sp, digest.OfBytes([]byte(s.GetTarget()))}] = classClient
+		r.mu.Unlock()
 	}
 	for _, sub := range dm.GetDirectories() {
 		sp, err := name(sub.GetName())
@@ -572,53 +612,76 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 
 func under(p, top string) bool { return p == top || strings.HasPrefix(p, top+"/") }
 
-// file classifies one input file.
+// file classifies one input file. Each (path, digest) is classified once;
+// a concurrent duplicate returns at once (the first one's failure, if any,
+// fails the trace).
 func (r *run) file(p string, d digest.Digest, exec bool, forced int) error {
 	k := fileKey{p, d}
-	if _, done := r.files[k]; done {
+	r.mu.Lock()
+	_, done := r.files[k]
+	if !done {
+		r.files[k] = 0 // in progress
+	}
+	r.mu.Unlock()
+	if done {
 		return nil
 	}
+	class, err := r.classify(p, d, exec, forced)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.files[k] = class
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *run) classify(p string, d digest.Digest, exec bool, forced int) (int, error) {
 	switch {
 	case forced != 0:
-		r.files[k] = forced
+		return forced, nil
 	case under(p, "external"):
 		rest := strings.TrimPrefix(p, "external/")
 		repo, rel, ok := strings.Cut(rest, "/")
 		if !ok {
-			return &RefusalError{Path: p, Digest: d, Reason: "a file directly under external/ belongs to no repository"}
+			return 0, &RefusalError{Path: p, Digest: d, Reason: "a file directly under external/ belongs to no repository"}
 		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
 		n := r.third[repo]
 		if n == nil {
 			n = &tnode{}
 			r.third[repo] = n
 		}
 		if err := n.add(rel, d, exec); err != nil {
-			return &RefusalError{Path: p, Digest: d, Reason: err.Error()}
+			return 0, &RefusalError{Path: p, Digest: d, Reason: err.Error()}
 		}
-		r.files[k] = classThirdParty
+		return classThirdParty, nil
 	case under(p, "bazel-out"):
 		if rec, _, ok := r.producer(d, p, ""); ok {
+			r.mu.Lock()
 			r.enqueue(rec)
-			r.files[k] = classGenerated
-			return nil
+			r.mu.Unlock()
+			return classGenerated, nil
 		}
 		cf := ClientFile{Path: p, Digest: d}
 		if d.Size <= r.t.o.inline {
 			b, err := r.blob("the client-written file", p, d, r.t.o.inline)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			cf.Content = b
 		}
+		r.mu.Lock()
 		r.client[p] = cf
-		r.files[k] = classClient
+		r.mu.Unlock()
+		return classClient, nil
 	default:
 		if err := r.src.Check(r.ctx, p, d); err != nil {
-			return &RefusalError{Path: p, Digest: d, Reason: "source file not verified in the claimed commit", Err: err}
+			return 0, &RefusalError{Path: p, Digest: d, Reason: "source file not verified in the claimed commit", Err: err}
 		}
-		r.files[k] = classSource
+		return classSource, nil
 	}
-	return nil
 }
 
 // thirdParty computes each repository's tree digest and checks the allowlist.
