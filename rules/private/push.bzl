@@ -14,7 +14,7 @@ def _hallmark_push_impl(ctx):
 set -euo pipefail
 hallmark="${{HALLMARK:-hallmark}}"
 command -v "$hallmark" >/dev/null || {{ echo "hallmark_push: the hallmark command is not on PATH (go install github.com/hallmark-build/hallmark/cmd/hallmark, or set HALLMARK)" >&2; exit 1; }}
-exec "$hallmark" push --layout="{layout}" --envelope="{envelope}" "$@" "{repository}"
+exec "$hallmark" push --oci-layout="{layout}" --envelope="{envelope}" "$@" "{repository}"
 """.format(
             label = ctx.label,
             layout = img.layout.short_path,
