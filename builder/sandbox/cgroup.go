@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -22,7 +23,6 @@ type cgroupParent struct {
 
 	mu   sync.Mutex
 	idle []*cgroup // empty cgroups ready for reuse (creating and removing one costs ms)
-	seq  int
 }
 
 // findCgroupParent returns <mount>/<our own cgroup>/<name> for controller,
@@ -55,20 +55,36 @@ func findCgroupParent(mount, controller, name string) (*cgroupParent, error) {
 	return p, nil
 }
 
-// sweep removes the cgroups left behind by a crashed predecessor, killing
-// what still runs in them.
+// sweep removes the cgroups left behind by crashed predecessors, killing
+// what still runs in them. Cgroups are named "<pid>-<n>" after the process
+// that made them; those of live processes (this one, or another farm or test
+// on the same machine) are left alone.
 func (p *cgroupParent) sweep() {
 	ents, err := os.ReadDir(p.dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
-		if e.IsDir() {
-			c := &cgroup{dir: filepath.Join(p.dir, e.Name())}
-			c.destroy()
+		if !e.IsDir() {
+			continue
 		}
+		pidStr, _, _ := strings.Cut(e.Name(), "-")
+		if pid, err := strconv.Atoi(pidStr); err == nil && pid > 0 && processAlive(pid) {
+			continue
+		}
+		c := &cgroup{dir: filepath.Join(p.dir, e.Name())}
+		c.destroy()
 	}
 }
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// cgroupSeq numbers the cgroups of this process across all runners, so two
+// runners in one process never pick the same name.
+var cgroupSeq atomic.Uint64
 
 // cgroup is one run's cgroup in one hierarchy.
 type cgroup struct{ dir string }
@@ -82,8 +98,7 @@ func (p *cgroupParent) acquire() (*cgroup, error) {
 		p.mu.Unlock()
 		return c, nil
 	}
-	p.seq++
-	dir := filepath.Join(p.dir, strconv.Itoa(os.Getpid())+"-"+strconv.Itoa(p.seq))
+	dir := filepath.Join(p.dir, strconv.Itoa(os.Getpid())+"-"+strconv.FormatUint(cgroupSeq.Add(1), 10))
 	p.mu.Unlock()
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cgroup: %w", err)
