@@ -241,8 +241,9 @@ type ClientFile struct {
 	Digest digest.Digest
 	// Content is the file's content if it is at most the inline limit.
 	Content []byte
-	// SymlinkTarget is set instead of Digest and Content for a symbolic
-	// link in an input root (disclosed as client-written wherever it is).
+	// SymlinkTarget is set for a symbolic link in an input root, which is
+	// disclosed as client-written wherever it is; Digest and Content are
+	// then those of the target string.
 	SymlinkTarget string
 }
 
@@ -590,8 +591,9 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 			return err
 		}
 		r.mu.Lock()
-		r.client[sp] = ClientFile{Path: sp, SymlinkTarget: s.GetTarget()}
-		r.files[fileKey{sp, digest.OfBytes([]byte(s.GetTarget()))}] = classClient
+		target := []byte(s.GetTarget())
+		r.client[sp] = ClientFile{Path: sp, Digest: digest.OfBytes(target), Content: target, SymlinkTarget: s.GetTarget()}
+		r.files[fileKey{sp, digest.OfBytes(target)}] = classClient
 		r.mu.Unlock()
 	}
 	for _, sub := range dm.GetDirectories() {

@@ -90,6 +90,13 @@ func TestTraceClassifies(t *testing.T) {
 		t.Fatalf("result = %+v", res)
 	}
 
+	if pa := res.ProvenanceActions(); len(pa) != 2 || pa[1].Mnemonic != "GoLink" || pa[1].Environment[0].Name != "PATH" || pa[1].Platform[0].Value != "linux" {
+		t.Fatalf("provenance actions = %+v", pa)
+	}
+	if pc := res.ProvenanceCounts(); pc.Total() != 5 || len(res.ProvenanceClientFiles()) != 1 || len(res.ProvenanceThirdParty()) != 1 {
+		t.Fatalf("provenance counts = %+v", pc)
+	}
+
 	// Pin the SDK tree: the same trace is now allowed, also with the allowlist required.
 	al, err := trace.ParseAllowlist([]byte("# pinned\ngo_sdk " + res.ThirdParty[0].Tree.String() + "\n"))
 	if err != nil {
