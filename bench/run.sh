@@ -65,11 +65,11 @@ start_farm() { # $1 = data dir; sets addr and farm
 timed_build() {
   local name=$1 ws=$2 ob=$3; shift 3
   local log=$out/$name.log
-  (cd "$ws" && bazel --output_base="$ob" --bazelrc="$rc" build --color=no --curses=no --nobuild "$@" //...) >"$log.analysis" 2>&1 \
+  (cd "$ws" && bazel --output_base="$ob" --bazelrc="$rc" build --color=no --curses=no --symlink_prefix=/ --nobuild "$@" //...) >"$log.analysis" 2>&1 \
     || { tail -30 "$log.analysis" >&2; echo "bench: analysis for $name failed" >&2; exit 1; }
   local s e
   s=$(now)
-  (cd "$ws" && bazel --output_base="$ob" --bazelrc="$rc" build --color=no --curses=no "$@" //...) >"$log" 2>&1 \
+  (cd "$ws" && bazel --output_base="$ob" --bazelrc="$rc" build --color=no --curses=no --symlink_prefix=/ "$@" //...) >"$log" 2>&1 \
     || { tail -30 "$log" >&2; echo "bench: build $name failed (see $log)" >&2; exit 1; }
   e=$(now)
   t=$(secs "$s" "$e")
