@@ -174,7 +174,11 @@ func New(cfg Config) (*Farm, error) {
 		f.cas = nil
 		return nil, fmt.Errorf("farm: opening the CAS: %w", err)
 	}
-	if f.ac, err = actioncache.NewDisk(filepath.Join(cfg.DataDir, "ac")); err != nil {
+	// The ActionCache is a cache, not a record: entries are renamed into
+	// place atomically (a killed server loses none), and one lost to a power
+	// loss only means an action runs again. Not syncing saves ~2 ms on every
+	// executed action. The execution log, which is a record, stays synced.
+	if f.ac, err = actioncache.NewDisk(filepath.Join(cfg.DataDir, "ac"), actioncache.WithoutFsyncUnsafe()); err != nil {
 		return nil, fmt.Errorf("farm: opening the ActionCache: %w", err)
 	}
 	if f.execlog, err = execlog.Open(filepath.Join(cfg.DataDir, "log")); err != nil {

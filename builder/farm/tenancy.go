@@ -93,7 +93,7 @@ func (tn *tenancy) apply(ctx context.Context, cfg *tenant.Config) (map[string]te
 		st := &tenantState{cfg: t, cas: cas}
 		if old != nil {
 			st.ac = old.ac
-		} else if st.ac, err = actioncache.NewDisk(filepath.Join(tn.dir, t.Name, "ac")); err != nil {
+		} else if st.ac, err = actioncache.NewDisk(filepath.Join(tn.dir, t.Name, "ac"), actioncache.WithoutFsyncUnsafe()); err != nil { // not synced: see farm.New
 			return nil, fmt.Errorf("tenant %q: %w", t.Name, err)
 		}
 		states[t.Name] = st
