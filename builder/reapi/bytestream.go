@@ -265,7 +265,7 @@ func (s *byteStreamServer) Write(stream bytestream.ByteStream_WriteServer) error
 			if committed != d.Size {
 				return fail(status.Errorf(codes.InvalidArgument, "blob %s: finish_write after %d bytes, the digest says %d", d, committed, d.Size))
 			}
-			err := in.CAS.Put(ctx, d, io.NewSectionReader(u.f, 0, d.Size))
+			err := s.commit(ctx, in.CAS, d, u)
 			s.remove(u)
 			if err != nil {
 				return grpcstatusFrom(err)
@@ -281,6 +281,17 @@ func (s *byteStreamServer) Write(stream bytestream.ByteStream_WriteServer) error
 			return err // the partial upload stays for a resume
 		}
 	}
+}
+
+// commit stores a finished upload. A store that can take the file over
+// (FilePutter: same file system) verifies it and renames it into place,
+// sparing a second copy of every uploaded byte; others copy it.
+func (s *byteStreamServer) commit(ctx context.Context, cas blobstore.Store, d digest.Digest, u *upload) error {
+	fp, ok := blobstore.As[blobstore.FilePutter](cas)
+	if !ok {
+		return cas.Put(ctx, d, io.NewSectionReader(u.f, 0, d.Size))
+	}
+	return fp.PutFile(ctx, d, u.f.Name())
 }
 
 func (s *byteStreamServer) QueryWriteStatus(ctx context.Context, req *bytestream.QueryWriteStatusRequest) (*bytestream.QueryWriteStatusResponse, error) {
