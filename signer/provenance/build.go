@@ -12,20 +12,24 @@ import (
 // Facts are everything the signer verified about a build. Build turns them
 // into a statement without adding anything.
 type Facts struct {
-	Artifacts    []Artifact // the subjects, in order
-	Targets      []string   // requested targets, as the client claimed them
-	Repository   string     // claimed repository (URL or name); may be empty
-	Commit       string     // verified commit (40 or 64 lower-case hex)
-	FarmID       string
-	Tenant       string
-	BuilderID    string // runDetails.builder.id
-	InvocationID string
-	StartedOn    time.Time // earliest start of a traced action; zero if unknown
-	FinishedOn   time.Time // latest completion; zero if unknown
-	ThirdParty   []ThirdParty
-	Actions      []Action
-	Counts       Counts
-	ClientFiles  []ClientInput
+	Artifacts  []Artifact // the subjects, in order
+	Targets    []string   // requested targets, as the client claimed them
+	Repository string     // claimed repository (URL or name); may be empty
+	Commit     string     // verified commit (40 or 64 lower-case hex)
+	// ProtectedBranch is the branch the commit was verified to be reachable
+	// from (e.g. "main"); recorded as the source dependency's annotation
+	// {"protectedBranch": ...}. Empty when the signer did not check one.
+	ProtectedBranch string
+	FarmID          string
+	Tenant          string
+	BuilderID       string // runDetails.builder.id
+	InvocationID    string
+	StartedOn       time.Time // earliest start of a traced action; zero if unknown
+	FinishedOn      time.Time // latest completion; zero if unknown
+	ThirdParty      []ThirdParty
+	Actions         []Action
+	Counts          Counts
+	ClientFiles     []ClientInput
 }
 
 // Artifact is one subject.
@@ -92,11 +96,19 @@ func Build(f Facts) (*Statement, error) {
 		Source:  Source{Repository: f.Repository, Commit: f.Commit},
 	}
 	bd.InternalParameters = InternalParameters{FarmID: f.FarmID, Tenant: f.Tenant}
-	bd.ResolvedDependencies = append(bd.ResolvedDependencies, ResourceDescriptor{
+	srcDep := ResourceDescriptor{
 		Name:   "source",
 		URI:    SourceURI(f.Repository),
 		Digest: map[string]string{"gitCommit": f.Commit},
-	})
+	}
+	if f.ProtectedBranch != "" {
+		ann, err := json.Marshal(SourceAnnotations{ProtectedBranch: f.ProtectedBranch})
+		if err != nil {
+			return nil, err
+		}
+		srcDep.Annotations = ann
+	}
+	bd.ResolvedDependencies = append(bd.ResolvedDependencies, srcDep)
 	third := append([]ThirdParty(nil), f.ThirdParty...)
 	sort.Slice(third, func(i, j int) bool { return third[i].Name < third[j].Name })
 	var unreviewed []string
@@ -171,6 +183,14 @@ func SourceURI(repository string) string {
 		return "git"
 	}
 	return "git+" + repository
+}
+
+// SourceAnnotations are the annotations of the "source" resolved
+// dependency.
+type SourceAnnotations struct {
+	// ProtectedBranch is the branch (short name, e.g. "main") the commit was
+	// verified to be reachable from.
+	ProtectedBranch string `json:"protectedBranch"`
 }
 
 type thirdPartyAnnotations struct {

@@ -54,6 +54,9 @@ type Trace struct {
 	StartedOn    time.Time
 	FinishedOn   time.Time
 	InvocationID string // the invocation the actions belong to, if known
+	// ProtectedBranch is the branch the commit was verified to be
+	// reachable from ("" if none was checked); the statement records it.
+	ProtectedBranch string
 }
 
 // Server implements signerpb.SignerServer.
@@ -110,6 +113,7 @@ func (s *Server) MakeManifest(ctx context.Context, req *signerpb.MakeManifestReq
 		Counts:       tr.Counts,
 		ClientFiles:  tr.ClientFiles,
 	}
+	facts.ProtectedBranch = tr.ProtectedBranch
 	if tr.Repository != "" {
 		facts.Repository = tr.Repository
 	}

@@ -28,8 +28,9 @@ func (a traceAdapter) Trace(ctx context.Context, q Query) (*Trace, error) {
 			Generated: res.Counts.Generated, Source: res.Counts.Source,
 			ThirdParty: res.Counts.ThirdParty, ClientWritten: res.Counts.ClientWritten,
 		},
-		StartedOn:  res.StartedOn,
-		FinishedOn: res.FinishedOn,
+		StartedOn:       res.StartedOn,
+		FinishedOn:      res.FinishedOn,
+		ProtectedBranch: res.ProtectedBranch,
 	}
 	if len(res.InvocationIDs) == 1 {
 		out.InvocationID = res.InvocationIDs[0]

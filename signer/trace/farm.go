@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -101,5 +102,18 @@ func GitSources(r *source.Repo) Sources { return gitSources{r} }
 type gitSources struct{ r *source.Repo }
 
 func (g gitSources) At(ctx context.Context, commit string) (SourceTree, error) {
-	return g.r.At(ctx, commit)
+	t, err := g.r.At(ctx, commit)
+	if err != nil {
+		return nil, err
+	}
+	return branchTree{t, strings.TrimPrefix(g.r.Branch(), "refs/heads/")}, nil
 }
+
+// branchTree is a commit's tree that At verified to be reachable from the
+// protected branch.
+type branchTree struct {
+	*source.Tree
+	branch string
+}
+
+func (b branchTree) ProtectedBranch() string { return b.branch }

@@ -54,4 +54,11 @@ type SourceTree interface {
 	Close() error
 }
 
+// BranchReporter is implemented by a SourceTree that verified its commit
+// against a protected branch; the trace records that branch.
+type BranchReporter interface {
+	// ProtectedBranch returns the branch's short name, e.g. "main".
+	ProtectedBranch() string
+}
+
 var _ Log = (*execlog.Reader)(nil)

@@ -163,9 +163,13 @@ type Request struct {
 
 // Result is a complete, verified trace.
 type Result struct {
-	Tenant    string
-	Commit    string
-	Artifacts []TracedArtifact
+	Tenant string
+	Commit string
+	// ProtectedBranch is the branch (short name, e.g. "main") the commit
+	// was verified to be reachable from, when the Sources report one
+	// (BranchReporter); "" otherwise.
+	ProtectedBranch string
+	Artifacts       []TracedArtifact
 	// Actions are every action of the graph, ordered by log sequence number.
 	Actions    []Action
 	ThirdParty []ThirdParty // sorted by name
@@ -310,6 +314,9 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 		actions: map[digest.Digest]*Action{}, dirs: map[fileKey]bool{}, files: map[fileKey]int{},
 		third: map[string]*tnode{}, client: map[string]ClientFile{}, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
 	res := &Result{Tenant: req.Tenant, Commit: req.Commit}
+	if b, ok := src.(BranchReporter); ok {
+		res.ProtectedBranch = b.ProtectedBranch()
+	}
 	inv := map[string]bool{}
 	for _, a := range req.Artifacts {
 		rec, p, ok := r.producer(a.Digest, "", req.InvocationID)
