@@ -247,3 +247,25 @@ func TestCheckRelativePath(t *testing.T) {
 		}
 	}
 }
+
+func FuzzValidateCommand(f *testing.F) {
+	b, _ := proto.Marshal(&repb.Command{Arguments: []string{"/bin/true"}, OutputFiles: []string{"a/b"}, OutputPaths: []string{"c"}})
+	f.Add(b)
+	f.Add([]byte{0x0a, 0x00, 0x1a, 0x03, 0x2e, 0x2e, 0x2f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cmd := &repb.Command{}
+		if proto.Unmarshal(b, cmd) != nil {
+			return
+		}
+		if reapi.ValidateCommand(cmd) != nil {
+			return
+		}
+		for _, ps := range [][]string{cmd.GetOutputFiles(), cmd.GetOutputDirectories(), cmd.GetOutputPaths()} {
+			for _, p := range ps {
+				if reapi.CheckRelativePath(p) != nil {
+					t.Fatalf("accepted output path %q", p)
+				}
+			}
+		}
+	})
+}
