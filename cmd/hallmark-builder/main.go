@@ -19,8 +19,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -65,7 +63,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "hallmark-builder: --data=DIR is required (where the CAS, ActionCache and execution log live)")
 		return 2
 	}
-	maxCASBytes, err := parseBytes(*maxCAS)
+	maxCASBytes, err := tenant.ParseBytes(*maxCAS)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hallmark-builder: --max-cas-bytes: %v\n", err)
 		return 2
@@ -165,26 +163,6 @@ func run(args []string) int {
 	return 0
 }
 
-// parseBytes reads sizes like 1024, 512MiB, 20GiB, 1TB.
-func parseBytes(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (examples: 0, 500MiB, 20GiB)", s)
-	}
-	return n * mult, nil
-}
 
 // tlsCredentials builds server TLS; with a client CA, client certificates
 // are verified when given (tenants may still use bearer tokens).
