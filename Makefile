@@ -11,7 +11,7 @@ GO ?= go
 APT_PACKAGES := bazel-bootstrap bazel-skylib bazel-platforms bazel-rules-java \
 	bazel-rules-proto golang-1.19-go bubblewrap runsc docker-registry git
 
-.PHONY: all test demo deps apt gomod bin bench fmt-check vet clean
+.PHONY: all test demo deps apt gomod bin bench fmt-check vet clean runsc
 
 all: test
 
@@ -57,6 +57,17 @@ demo: deps bin
 
 bench: deps bin
 	bench/run.sh
+
+# A current runsc for the gVisor tier (Debian 12's fails statx with
+# AT_NO_AUTOMOUNT, so `ls` and `stat` break). Static (CGO_ENABLED=0): runsc
+# re-executes itself after pivoting into an empty root, where a dynamically
+# linked binary finds no ELF interpreter ("fork/exec /proc/self/exe: no such
+# file or directory"). Tests and bench find it at .cache/runsc/runsc.
+RUNSC_VERSION ?= v0.0.0-20260905035102-160fafc42237
+runsc: .cache/runsc/runsc
+.cache/runsc/runsc:
+	mkdir -p .cache/runsc
+	CGO_ENABLED=0 GOBIN=$(CURDIR)/.cache/runsc $(GO) install -trimpath -ldflags='-s -w' gvisor.dev/gvisor/runsc@$(RUNSC_VERSION)
 
 clean:
 	rm -rf bin .hallmark/demo bench/out

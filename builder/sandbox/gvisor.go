@@ -80,6 +80,10 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	g.state = o.state
+	// A previous process on the same state directory (a farm restart) may
+	// have left runsc's pinned namespace mounted; runsc would reuse it, but
+	// start from a clean slate so that Close can always remove it.
+	unmountNullNetNS(filepath.Join(o.state, "runsc"))
 	for _, p := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
 		if fi, err := os.Lstat(p); err == nil && (fi.IsDir() || fi.Mode()&os.ModeSymlink != 0) {
 			g.system = append(g.system, p)
@@ -93,8 +97,22 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 	return g, nil
 }
 
-// Close removes nothing; bundles are removed after each run.
-func (g *GVisor) Close() error { return nil }
+// Close releases what runsc keeps between runs: current runsc versions pin
+// one empty network namespace for all gofers by bind-mounting it at
+// STATE/runsc/null-netns; Close unmounts it so the state directory can be
+// removed. Bundles are removed after each run.
+func (g *GVisor) Close() error {
+	unmountNullNetNS(filepath.Join(g.state, "runsc"))
+	return nil
+}
+
+// unmountNullNetNS removes every bind mount runsc stacked at
+// root/null-netns (concurrent first starts may stack several).
+func unmountNullNetNS(root string) {
+	p := filepath.Join(root, "null-netns")
+	for i := 0; i < 64 && syscall.Unmount(p, syscall.MNT_DETACH) == nil; i++ {
+	}
+}
 
 type ociSpec struct {
 	OCIVersion string      `json:"ociVersion"`
