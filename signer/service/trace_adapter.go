@@ -31,6 +31,7 @@ func (a traceAdapter) Trace(ctx context.Context, q Query) (*Trace, error) {
 		StartedOn:       res.StartedOn,
 		FinishedOn:      res.FinishedOn,
 		ProtectedBranch: res.ProtectedBranch,
+		Repository:      res.Repository,
 	}
 	if len(res.InvocationIDs) == 1 {
 		out.InvocationID = res.InvocationIDs[0]

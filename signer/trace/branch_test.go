@@ -2,6 +2,7 @@ package trace_test
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"github.com/hallmark-build/hallmark/signer/source"
@@ -21,8 +22,9 @@ func (h hideBranch) At(ctx context.Context, commit string) (trace.SourceTree, er
 }
 
 // TestTraceRecordsProtectedBranch: a trace over git sources records the
-// protected branch the commit was verified on (its short name), so the
-// statement can carry it; sources that report none leave it empty.
+// protected branch the commit was verified on (its short name) and the
+// repository, so the statement can carry them; sources that report none
+// leave them empty.
 func TestTraceRecordsProtectedBranch(t *testing.T) {
 	w := build(t, sources["src/main.go"])
 	repo, err := source.Open(context.Background(), w.repo, "main")
@@ -33,13 +35,18 @@ func TestTraceRecordsProtectedBranch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	abs, err := filepath.Abs(w.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name string
-		src  trace.Sources
-		want string
+		name           string
+		src            trace.Sources
+		want, wantRepo string
 	}{
-		{"GitSources", trace.GitSources(repo), "main"},
-		{"SourcesWithoutBranch", hideBranch{trace.GitSources(repo)}, ""},
+		{"GitSources", trace.GitSources(repo), "main", "file://" + abs},
+		{"NamedGitSources", trace.NamedGitSources(repo, "https://git.example.com/mono"), "main", "https://git.example.com/mono"},
+		{"SourcesWithoutBranch", hideBranch{trace.GitSources(repo)}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr, err := trace.New(farm.Log, farm.CAS, tc.src)
@@ -50,8 +57,8 @@ func TestTraceRecordsProtectedBranch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.ProtectedBranch != tc.want {
-				t.Fatalf("ProtectedBranch = %q, want %q", res.ProtectedBranch, tc.want)
+			if res.ProtectedBranch != tc.want || res.Repository != tc.wantRepo {
+				t.Fatalf("ProtectedBranch, Repository = %q, %q; want %q, %q", res.ProtectedBranch, res.Repository, tc.want, tc.wantRepo)
 			}
 		})
 	}

@@ -96,24 +96,40 @@ func openRead(p string) (int, error) {
 	}
 }
 
-// GitSources adapts a source.Repo to Sources.
-func GitSources(r *source.Repo) Sources { return gitSources{r} }
+// GitSources adapts a source.Repo to Sources. Traces through it record the
+// protected branch and, as the source repository, the repository's location
+// as a file URL ("file:///abs/dir"); NamedGitSources names it instead.
+func GitSources(r *source.Repo) Sources {
+	dir := r.Dir()
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return gitSources{r, "file://" + filepath.ToSlash(dir)}
+}
 
-type gitSources struct{ r *source.Repo }
+// NamedGitSources is GitSources recording uri (e.g. the canonical
+// https://git.example.com/mono of a local mirror) as the source repository.
+func NamedGitSources(r *source.Repo, uri string) Sources { return gitSources{r, uri} }
+
+type gitSources struct {
+	r   *source.Repo
+	uri string
+}
 
 func (g gitSources) At(ctx context.Context, commit string) (SourceTree, error) {
 	t, err := g.r.At(ctx, commit)
 	if err != nil {
 		return nil, err
 	}
-	return branchTree{t, strings.TrimPrefix(g.r.Branch(), "refs/heads/")}, nil
+	return branchTree{t, strings.TrimPrefix(g.r.Branch(), "refs/heads/"), g.uri}, nil
 }
 
 // branchTree is a commit's tree that At verified to be reachable from the
 // protected branch.
 type branchTree struct {
 	*source.Tree
-	branch string
+	branch, uri string
 }
 
-func (b branchTree) ProtectedBranch() string { return b.branch }
+func (b branchTree) ProtectedBranch() string  { return b.branch }
+func (b branchTree) SourceRepository() string { return b.uri }

@@ -61,4 +61,12 @@ type BranchReporter interface {
 	ProtectedBranch() string
 }
 
+// RepositoryReporter is implemented by a SourceTree that knows the name of
+// the repository it checks files against; the trace records it as the
+// repository the sources were verified in.
+type RepositoryReporter interface {
+	// SourceRepository returns the repository's URI.
+	SourceRepository() string
+}
+
 var _ Log = (*execlog.Reader)(nil)

@@ -169,7 +169,10 @@ type Result struct {
 	// was verified to be reachable from, when the Sources report one
 	// (BranchReporter); "" otherwise.
 	ProtectedBranch string
-	Artifacts       []TracedArtifact
+	// Repository is the URI of the repository the source files were
+	// checked against, when the Sources report one (RepositoryReporter).
+	Repository string
+	Artifacts  []TracedArtifact
 	// Actions are every action of the graph, ordered by log sequence number.
 	Actions    []Action
 	ThirdParty []ThirdParty // sorted by name
@@ -272,18 +275,19 @@ type fileKey struct {
 	d    digest.Digest
 }
 
-// run is the state of one Trace. Actions are traced concurrently (reading
-// blobs is I/O-bound); mu guards the maps and fields below it.
+// run is the state of one Trace. Actions are traced concurrently by a pool
+// of workers (reading blobs is I/O-bound); mu guards the fields below it.
 type run struct {
 	t   *Tracer
 	ctx context.Context
 	req Request
 	src SourceTree
-	wg  sync.WaitGroup
-	sem chan struct{}
 
 	mu      sync.Mutex
-	err     error // the first refusal
+	cond    *sync.Cond       // signalled when queue grows or an action finishes
+	queue   []execlog.Record // actions to trace
+	active  int              // actions being traced
+	err     error            // the first refusal
 	actions map[digest.Digest]*Action
 	dirs    map[fileKey]bool
 	files   map[fileKey]int
@@ -312,10 +316,14 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 	defer src.Close()
 	r := &run{t: t, ctx: ctx, req: req, src: src,
 		actions: map[digest.Digest]*Action{}, dirs: map[fileKey]bool{}, files: map[fileKey]int{},
-		third: map[string]*tnode{}, client: map[string]ClientFile{}, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
+		third: map[string]*tnode{}, client: map[string]ClientFile{}}
+	r.cond = sync.NewCond(&r.mu)
 	res := &Result{Tenant: req.Tenant, Commit: req.Commit}
 	if b, ok := src.(BranchReporter); ok {
 		res.ProtectedBranch = b.ProtectedBranch()
+	}
+	if rr, ok := src.(RepositoryReporter); ok {
+		res.Repository = rr.SourceRepository()
 	}
 	inv := map[string]bool{}
 	for _, a := range req.Artifacts {
@@ -335,7 +343,15 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 		r.enqueue(rec)
 		r.mu.Unlock()
 	}
-	r.wg.Wait()
+	var wg sync.WaitGroup
+	for i := 0; i < 4*runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.worker()
+		}()
+	}
+	wg.Wait()
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -439,8 +455,8 @@ func (r *run) dirProducer(d digest.Digest) (execlog.Record, bool) {
 	return execlog.Record{}, false
 }
 
-// enqueue starts tracing rec's action unless it was seen. Called with r.mu
-// held.
+// enqueue queues rec's action for tracing unless it was seen. Called with
+// r.mu held.
 func (r *run) enqueue(rec execlog.Record) {
 	if _, seen := r.actions[rec.Action]; seen {
 		return
@@ -449,26 +465,38 @@ func (r *run) enqueue(rec execlog.Record) {
 	if rec.Seq > r.maxSeq {
 		r.maxSeq, r.maxHash = rec.Seq, rec.Hash
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.sem <- struct{}{}
-		defer func() { <-r.sem }()
-		if r.failed() {
+	r.queue = append(r.queue, rec)
+	r.cond.Signal()
+}
+
+// worker traces queued actions until the queue is empty and no other
+// worker can add to it, or the trace failed.
+func (r *run) worker() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for {
+		for len(r.queue) == 0 && r.active > 0 && r.err == nil {
+			r.cond.Wait()
+		}
+		if r.err != nil || len(r.queue) == 0 {
+			r.cond.Broadcast()
 			return
 		}
+		rec := r.queue[len(r.queue)-1]
+		r.queue = r.queue[:len(r.queue)-1]
+		r.active++
+		r.mu.Unlock()
 		err := r.ctx.Err()
 		if err == nil {
 			err = r.action(rec)
 		}
-		if err != nil {
-			r.mu.Lock()
-			if r.err == nil {
-				r.err = err
-			}
-			r.mu.Unlock()
+		r.mu.Lock()
+		r.active--
+		if err != nil && r.err == nil {
+			r.err = err
 		}
-	}()
+		r.cond.Broadcast()
+	}
 }
 
 func (r *run) failed() bool {
