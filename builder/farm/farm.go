@@ -224,10 +224,14 @@ func New(cfg Config) (*Farm, error) {
 	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "hallmark", Subsystem: "execution", Name: "queued_actions", Help: "Actions waiting for a worker."},
 		func() float64 { return float64(f.sched.Stats().Queued) }))
 
+	var ac actioncache.Cache
+	if ac, err = actioncache.NewMetricsCache(actioncache.NewCompleteOnly(f.ac, f.cas), f.reg); err != nil {
+		return nil, fmt.Errorf("farm: %w", err)
+	}
 	inst := &reapi.Instance{
 		Name:                    "",
 		CAS:                     casView,
-		ActionCache:             actioncache.NewCompleteOnly(f.ac, f.cas),
+		ActionCache:             ac,
 		ClientActionCacheWrites: cfg.ClientActionCacheWrites,
 	}
 	var resolver reapi.Resolver
@@ -235,7 +239,7 @@ func New(cfg Config) (*Farm, error) {
 	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20), grpc.MaxSendMsgSize(16 << 20)}
 	serverOpts = append(serverOpts, cfg.ServerOptions...)
 	if cfg.Tenants != nil {
-		if f.tenancy, err = newTenancy(context.Background(), cfg.DataDir, f.cas, cfg.Tenants); err != nil {
+		if f.tenancy, err = newTenancy(context.Background(), cfg.DataDir, f.cas, cfg.Tenants, f.reg); err != nil {
 			return nil, fmt.Errorf("farm: %w", err)
 		}
 		resolver = f.tenancy.resolver

@@ -3,6 +3,7 @@ package farm
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -28,6 +29,7 @@ import (
 type tenancy struct {
 	dir      string
 	scopes   *blobstore.TenantScopes
+	reg      prometheus.Registerer // receives the per-instance ActionCache lookup counters
 	auth     *tenant.Authenticator
 	resolver *tenant.Resolver
 	pools    map[tenant.Pool]int // local workers per pool; fixed for the farm's life
@@ -44,14 +46,14 @@ type tenantState struct {
 	ac  *actioncache.Disk
 }
 
-func newTenancy(ctx context.Context, dataDir string, physical blobstore.Store, cfg *tenant.Config) (*tenancy, error) {
+func newTenancy(ctx context.Context, dataDir string, physical blobstore.Store, cfg *tenant.Config, reg prometheus.Registerer) (*tenancy, error) {
 	dir := filepath.Join(dataDir, "tenants")
 	scopes, err := blobstore.NewTenantScopes(physical, dir)
 	if err != nil {
 		return nil, err
 	}
 	tn := &tenancy{
-		dir: dir, scopes: scopes, pools: cfg.WorkerCounts(),
+		dir: dir, scopes: scopes, pools: cfg.WorkerCounts(), reg: reg,
 		states: map[string]*tenantState{}, executing: map[string]int{}, free: map[tenant.Pool]*atomic.Int64{},
 	}
 	for _, p := range tenant.AllPools {
@@ -97,11 +99,15 @@ func (tn *tenancy) apply(ctx context.Context, cfg *tenant.Config) (map[string]te
 			return nil, fmt.Errorf("tenant %q: %w", t.Name, err)
 		}
 		states[t.Name] = st
+		ac, err := actioncache.NewMetricsCache(actioncache.NewCompleteOnly(st.ac, cas), tn.reg)
+		if err != nil {
+			return nil, err
+		}
 		for _, name := range t.InstanceNames {
 			table[name] = tenant.Owned{Tenant: t.Name, Instance: &reapi.Instance{
 				Name:                    name,
 				CAS:                     cas,
-				ActionCache:             actioncache.NewCompleteOnly(st.ac, cas),
+				ActionCache:             ac,
 				ClientActionCacheWrites: t.ActionCacheWrites,
 			}}
 		}
