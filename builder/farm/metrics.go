@@ -1,9 +1,10 @@
 package farm
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"time"
 )
 
 type metrics struct {

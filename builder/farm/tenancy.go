@@ -3,13 +3,13 @@ package farm
 import (
 	"context"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hallmark-build/hallmark/builder/actioncache"
 	"github.com/hallmark-build/hallmark/builder/blobstore"
