@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -79,7 +80,10 @@ func (k *Key) PublicPEM() []byte {
 // WritePublic writes the public key PEM into dir and returns its path.
 func (k *Key) WritePublic(t testing.TB, dir string) string {
 	t.Helper()
-	p := filepath.Join(dir, "signer-"+k.id[:8]+".pub")
+	// Key ids are SSH fingerprints ("SHA256:" + base64, which has '/'):
+	// name the file by the hex of the id's hash instead.
+	sum := sha256.Sum256([]byte(k.id))
+	p := filepath.Join(dir, "signer-"+hex.EncodeToString(sum[:4])+".pub")
 	if err := os.WriteFile(p, k.PublicPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
