@@ -262,7 +262,10 @@ indent <"$demo/gate-deny.log"
 say "deny: an uncommitted source change (greeting/greeting.go) makes the manifest action fail"
 src=$ws/greeting/greeting.go
 cp "$src" "$demo/greeting.go.orig"
-printf '\n// an uncommitted line\n' >>"$src"
+# A change that reaches the binary (a comment or an unused function compiles
+# or links to the same bytes, and Bazel would rightly sign nothing new).
+sed -i 's/"Hello, "/"Howdy, "/' "$src"
+cmp -s "$src" "$demo/greeting.go.orig" && die "could not edit $src"
 if bzl build "${remote[@]}" //:manifest >"$demo/build-uncommitted.log" 2>&1; then
   die "the manifest of an uncommitted change was signed (see $demo/build-uncommitted.log)"
 fi
