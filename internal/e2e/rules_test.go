@@ -261,7 +261,13 @@ func TestRulesSignedManifest(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer os.WriteFile(src, orig, 0o644)
-		if err := os.WriteFile(src, append(orig, []byte("\n// an uncommitted line\n")...), 0o644); err != nil {
+		// A change that reaches the binary: a comment alone compiles to the
+		// same artifacts, so the manifest would rightly be a cache hit.
+		changed := strings.Replace(string(orig), `"Hello, "`, `"Hi, "`, 1)
+		if changed == string(orig) {
+			t.Fatal("greeting.go no longer contains \"Hello, \"; update this test")
+		}
+		if err := os.WriteFile(src, []byte(changed), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		r := ws.Build(append(remote, "//:manifest")...)
