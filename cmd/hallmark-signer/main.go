@@ -35,12 +35,15 @@ type config struct {
 	listen           string
 	tenants          string
 	sourceRepository string
-	protectedBranch  string
-	allowlist        string
-	requireAllowlist bool
-	farmID           string
-	builderID        string
-	untenantedAs     string
+	// sourceRepositoryURI names the repository in manifests (default: the
+	// file:// URL of sourceRepository).
+	sourceRepositoryURI string
+	protectedBranch     string
+	allowlist           string
+	requireAllowlist    bool
+	farmID              string
+	builderID           string
+	untenantedAs        string
 }
 
 func main() {
@@ -59,6 +62,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.listen, "listen", "", "unix:PATH or tcp:127.0.0.1:PORT; required")
 	fs.StringVar(&c.tenants, "config", "", "tenant configuration (TENANTS.yaml)")
 	fs.StringVar(&c.sourceRepository, "source-repository", "", "git repository (bare or working copy) the sources are checked against")
+	fs.StringVar(&c.sourceRepositoryURI, "source-repository-uri", "", "the repository's canonical name recorded in manifests, e.g. https://git.example.com/mono (default: file:// URL of --source-repository)")
 	fs.StringVar(&c.protectedBranch, "protected-branch", "main", "a commit must be reachable from this branch of --source-repository")
 	fs.StringVar(&c.allowlist, "allowlist", "", "third-party repositories allowlist (pinned tree digests)")
 	fs.BoolVar(&c.requireAllowlist, "require-allowlist", false, "refuse third-party repositories that are not on the allowlist")

@@ -44,7 +44,11 @@ func newTracer(c config, log *slog.Logger) (service.Tracer, func(), error) {
 			opts = append(opts, trace.RequireAllowlist())
 		}
 	}
-	t, err := trace.New(farm.Log, farm.CAS, trace.GitSources(repo), opts...)
+	sources := trace.GitSources(repo)
+	if c.sourceRepositoryURI != "" {
+		sources = trace.NamedGitSources(repo, c.sourceRepositoryURI)
+	}
+	t, err := trace.New(farm.Log, farm.CAS, sources, opts...)
 	if err != nil {
 		return nil, nil, err
 	}
