@@ -28,6 +28,7 @@ type GVisor struct {
 	system  []string
 	etc     []string
 	counter atomic.Uint64
+	warm    warmPods
 }
 
 type gvisorOptions struct {
@@ -97,11 +98,13 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 	return g, nil
 }
 
-// Close releases what runsc keeps between runs: current runsc versions pin
+// Close stops the warm sandboxes and releases what runsc keeps between
+// runs: current runsc versions pin
 // one empty network namespace for all gofers by bind-mounting it at
 // STATE/runsc/null-netns; Close unmounts it so the state directory can be
 // removed. Bundles are removed after each run.
 func (g *GVisor) Close() error {
+	g.warm.closeAll(g)
 	unmountNullNetNS(filepath.Join(g.state, "runsc"))
 	return nil
 }
@@ -115,12 +118,13 @@ func unmountNullNetNS(root string) {
 }
 
 type ociSpec struct {
-	OCIVersion string      `json:"ociVersion"`
-	Process    ociProcess  `json:"process"`
-	Root       ociRoot     `json:"root"`
-	Hostname   string      `json:"hostname"`
-	Mounts     []ociMount  `json:"mounts"`
-	Linux      ociLinuxCfg `json:"linux"`
+	OCIVersion  string            `json:"ociVersion"`
+	Process     ociProcess        `json:"process"`
+	Root        ociRoot           `json:"root"`
+	Hostname    string            `json:"hostname"`
+	Mounts      []ociMount        `json:"mounts"`
+	Linux       ociLinuxCfg       `json:"linux"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 type ociProcess struct {
@@ -163,27 +167,61 @@ type ociNamespace struct {
 	Type string `json:"type"`
 }
 
-// Run implements Runner.
+// Run implements Runner. With a reuse key in ctx (WithReuseKey), the
+// command runs as a new container in the key's warm sandbox for spec.UID
+// (started on first use); otherwise, or when that sandbox has died, in a
+// sandbox of its own.
 func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := spec.Validate(); err != nil {
 		return Result{}, err
 	}
 	start := time.Now()
-	id := "hallmark-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(g.counter.Add(1), 10)
+	if key, ok := ctx.Value(reuseKey{}).(string); ok && key != "" {
+		p, err := g.warm.get(g, key, spec.UID, spec.GID)
+		if err == nil {
+			res, runErr := g.runOne(ctx, spec, p.id, start)
+			if runErr == nil && !(res.ExitCode != 0 && res.Killed == NotKilled && !g.alive(p)) {
+				return res, nil
+			}
+			if ctx.Err() != nil {
+				return res, runErr
+			}
+			// The warm sandbox died under the command: drop it and run the
+			// command cold, so that a broken sandbox never decides an
+			// action's result.
+			g.warm.drop(g, p)
+		}
+	}
+	return g.runOne(ctx, spec, "", start)
+}
+
+// global returns runsc's global flags.
+func (g *GVisor) global() []string {
+	return append([]string{"--root=" + filepath.Join(g.state, "runsc"), "--network=none", "--ignore-cgroups"}, g.flags...)
+}
+
+// newID returns a container id unique on this host.
+func (g *GVisor) newID() string {
+	return "hallmark-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(g.counter.Add(1), 10)
+}
+
+// writeBundle writes an OCI bundle for spec at STATE/id; with pod set, the
+// container joins that running sandbox instead of starting its own; podRoot
+// marks the first container of a warm sandbox.
+func (g *GVisor) writeBundle(spec Spec, id, pod string, podRoot bool) (string, error) {
 	bundle := filepath.Join(g.state, id)
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
-		return Result{}, fmt.Errorf("sandbox: %w", err)
+		return "", fmt.Errorf("sandbox: %w", err)
 	}
-	defer os.RemoveAll(bundle)
 	etcDir := filepath.Join(bundle, "etc")
 	if err := os.Mkdir(etcDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("sandbox: %w", err)
+		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\nhallmark:x:%d:%d:hallmark:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", spec.UID, spec.GID)
 	group := fmt.Sprintf("root:x:0:\nhallmark:x:%d:\nnogroup:x:65534:\n", spec.GID)
 	for name, content := range map[string]string{"passwd": passwd, "group": group} {
 		if err := os.WriteFile(filepath.Join(etcDir, name), []byte(content), 0o644); err != nil {
-			return Result{}, fmt.Errorf("sandbox: %w", err)
+			return "", fmt.Errorf("sandbox: %w", err)
 		}
 	}
 
@@ -248,14 +286,31 @@ func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 			s.Mounts = append(s.Mounts, ociMount{Destination: ExecRoot + "/" + w, Type: "bind", Source: spec.InputRoot + "/" + w, Options: []string{"rbind", "rw"}})
 		}
 	}
+	if pod != "" {
+		s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.sandbox-id": pod}
+	} else if podRoot {
+		// The warm sandbox's own first container (see warmPods).
+		s.Annotations = map[string]string{"io.kubernetes.cri.container-type": "sandbox"}
+	}
 	b, err := json.Marshal(s)
 	if err != nil {
-		return Result{}, fmt.Errorf("sandbox: %w", err)
+		return "", fmt.Errorf("sandbox: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644); err != nil {
-		return Result{}, fmt.Errorf("sandbox: %w", err)
+		return "", fmt.Errorf("sandbox: %w", err)
 	}
+	return bundle, nil
+}
 
+// runOne runs spec as one container (in pod's sandbox when pod is set) and
+// removes its bundle afterwards.
+func (g *GVisor) runOne(ctx context.Context, spec Spec, pod string, start time.Time) (Result, error) {
+	id := g.newID()
+	bundle, err := g.writeBundle(spec, id, pod, false)
+	defer os.RemoveAll(filepath.Join(g.state, id))
+	if err != nil {
+		return Result{}, err
+	}
 	stdout, err := openOutput(spec.Stdout)
 	if err != nil {
 		return Result{}, err
@@ -267,8 +322,7 @@ func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 	}
 	defer stderr.Close()
 
-	root := filepath.Join(g.state, "runsc")
-	global := append([]string{"--root=" + root, "--network=none", "--ignore-cgroups"}, g.flags...)
+	global := g.global()
 	args := append(append([]string{}, global...), "run", "--bundle", bundle, id)
 	cmd := exec.Command(g.runsc, args...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr

@@ -48,6 +48,20 @@ func probeRunsc(t *testing.T, p string) {
 }
 
 func TestGVisorShellToolsAndIsolation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"Cold", context.Background()},
+		{"Warm", sandbox.WithReuseKey(context.Background(), "tenant-a")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testGVisorShellTools(t, tc.ctx)
+		})
+	}
+}
+
+func testGVisorShellTools(t *testing.T, ctx context.Context) {
 	if os.Geteuid() != 0 {
 		t.Skip("runsc needs root here")
 	}
@@ -83,7 +97,7 @@ if cat ` + secret + ` 2>/dev/null; then echo SECRET-VISIBLE; fi
 if echo x > in2.txt 2>/dev/null; then echo INPUT-WRITABLE; fi
 if [ -e /proc/1/root/etc/shadow ] && cat /proc/1/root/etc/shadow 2>/dev/null; then echo SHADOW; fi
 `
-	res, err := g.Run(context.Background(), sandbox.Spec{Args: []string{"/bin/sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"},
+	res, err := g.Run(ctx, sandbox.Spec{Args: []string{"/bin/sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"},
 		InputRoot: root, Writable: []string{"out"}, Stdout: filepath.Join(dir, "o"), Stderr: filepath.Join(dir, "e"),
 		UID: 61000, GID: 61000, Limits: sandbox.Limits{Timeout: time.Minute}})
 	if err != nil {
@@ -125,6 +139,60 @@ if [ -e /proc/1/root/etc/shadow ] && cat /proc/1/root/etc/shadow 2>/dev/null; th
 	}
 	if b, err := os.ReadFile(filepath.Join(out, "copy.txt")); err != nil || string(b) != "hello\n" {
 		t.Errorf("output not written through: %q %v", b, err)
+	}
+}
+
+// TestGVisorWarmSandboxes: runs under the same reuse key and uid share a
+// warm sandbox (one gVisor kernel, so one kernel log), a second key gets its
+// own, no run sees another's files or /tmp, and a warm run is cheaper than
+// a cold one.
+func TestGVisorWarmSandboxes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runsc needs root here")
+	}
+	runsc := runscForTest(t)
+	probeRunsc(t, runsc)
+	g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	run := func(ctx context.Context, name, script string) (string, time.Duration) {
+		t.Helper()
+		root := filepath.Join(dir, name)
+		os.Mkdir(root, 0o755)
+		os.WriteFile(filepath.Join(root, name+".txt"), []byte(name), 0o644)
+		stdout := filepath.Join(dir, name+".out")
+		res, err := g.Run(ctx, sandbox.Spec{Args: []string{"/bin/sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"},
+			InputRoot: root, Stdout: stdout, UID: 61000, GID: 61000, Limits: sandbox.Limits{Timeout: time.Minute}})
+		o, _ := os.ReadFile(stdout)
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("%s: %+v %v\n%s", name, res, err, o)
+		}
+		return string(o), res.WallTime
+	}
+	a := sandbox.WithReuseKey(context.Background(), "tenant-a")
+	b := sandbox.WithReuseKey(context.Background(), "tenant-b")
+	script := `dmesg | md5sum; ls; ls /tmp; echo x > /tmp/mark`
+	a1, _ := run(a, "a1", script)
+	a2, warm := run(a, "a2", script)
+	b1, _ := run(b, "b1", script)
+	_, cold := run(context.Background(), "c1", script)
+	boot := func(out string) string { return strings.SplitN(out, "\n", 2)[0] }
+	if boot(a1) == "" || boot(a1) != boot(a2) {
+		t.Errorf("two runs under one key did not share the warm sandbox: kernel logs %q and %q", boot(a1), boot(a2))
+	}
+	if boot(b1) == boot(a1) {
+		t.Errorf("two keys share one sandbox (kernel log %q)", boot(b1))
+	}
+	if strings.Contains(a2, "a1.txt") || strings.Contains(a2, "mark") || !strings.Contains(a2, "a2.txt") {
+		t.Errorf("the second warm run sees the first one's files or /tmp:\n%s", a2)
+	}
+	t.Logf("one /bin/sh action: warm %v, cold %v", warm, cold)
+	if warm >= cold {
+		t.Errorf("a warm run (%v) is not cheaper than a cold one (%v)", warm, cold)
 	}
 }
 
