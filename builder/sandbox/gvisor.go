@@ -85,6 +85,7 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 	// have left runsc's pinned namespace mounted; runsc would reuse it, but
 	// start from a clean slate so that Close can always remove it.
 	unmountNullNetNS(filepath.Join(o.state, "runsc"))
+	g.deleteStale()
 	for _, p := range []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"} {
 		if fi, err := os.Lstat(p); err == nil && (fi.IsDir() || fi.Mode()&os.ModeSymlink != 0) {
 			g.system = append(g.system, p)

@@ -209,12 +209,58 @@ func TestGVisorTimeout(t *testing.T) {
 	t.Cleanup(func() { g.Close() })
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	res, err := g.Run(context.Background(), sandbox.Spec{Args: []string{"/bin/sleep", "60"}, InputRoot: dir, UID: 61000, GID: 61000,
-		Limits: sandbox.Limits{Timeout: 2 * time.Second}})
+	for _, ctx := range []context.Context{context.Background(), sandbox.WithReuseKey(context.Background(), "t")} {
+		res, err := g.Run(ctx, sandbox.Spec{Args: []string{"/bin/sleep", "60"}, InputRoot: dir, UID: 61000, GID: 61000,
+			Limits: sandbox.Limits{Timeout: 2 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Killed != sandbox.Timeout || res.WallTime > 30*time.Second {
+			t.Errorf("got %+v, want killed for timeout soon after 2s", res)
+		}
+	}
+	// The warm sandbox survives a killed action.
+	res, err := g.Run(sandbox.WithReuseKey(context.Background(), "t"), sandbox.Spec{Args: []string{"/bin/true"}, InputRoot: dir, UID: 61000, GID: 61000})
+	if err != nil || res.ExitCode != 0 {
+		t.Errorf("a warm run after a timed-out one: %+v %v", res, err)
+	}
+}
+
+// TestGVisorStaleWarmSandboxes: a runner started on the state directory of
+// one that was never closed (a killed farm) deletes the sandboxes it left.
+func TestGVisorStaleWarmSandboxes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runsc needs root here")
+	}
+	runsc := runscForTest(t)
+	probeRunsc(t, runsc)
+	state := t.TempDir()
+	g1, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Killed != sandbox.Timeout || res.WallTime > 30*time.Second {
-		t.Errorf("got %+v, want killed for timeout soon after 2s", res)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	res, err := g1.Run(sandbox.WithReuseKey(context.Background(), "t"), sandbox.Spec{Args: []string{"/bin/true"}, InputRoot: dir, UID: 61000, GID: 61000})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatal(res, err)
+	}
+	list := func() string {
+		out, err := exec.Command(runsc, "--root="+filepath.Join(state, "runsc"), "list", "--quiet").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if list() == "" {
+		t.Fatal("no warm sandbox is running after a warm run")
+	}
+	g2, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g2.Close() })
+	if l := list(); l != "" {
+		t.Errorf("containers left after a new runner started on the state directory: %s", l)
 	}
 }

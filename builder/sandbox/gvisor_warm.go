@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -143,4 +144,21 @@ func (g *GVisor) deletePod(id string) {
 	exec.Command(g.runsc, append(g.global(), "delete", "--force", id)...).Run()
 	os.RemoveAll(filepath.Join(g.state, id))
 	os.RemoveAll(filepath.Join(g.state, id+"-empty"))
+}
+
+// deleteStale deletes the containers a previous process left in the state
+// directory (warm sandboxes of a farm that was killed): the directory is
+// this runner's alone.
+func (g *GVisor) deleteStale() {
+	entries, _ := os.ReadDir(filepath.Join(g.state, "runsc"))
+	if len(entries) == 0 {
+		return
+	}
+	out, err := exec.Command(g.runsc, append(g.global(), "list", "--quiet")...).Output()
+	if err != nil {
+		return
+	}
+	for _, id := range strings.Fields(string(out)) {
+		g.deletePod(id)
+	}
 }
