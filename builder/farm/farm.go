@@ -342,6 +342,10 @@ func (f *Farm) shutdown(grace time.Duration) {
 
 // closeStores flushes and closes what New opened.
 func (f *Farm) closeStores() {
+	// The gVisor runner the farm made keeps warm sandboxes running.
+	if c, ok := f.tiers.gvisor.(interface{ Close() error }); ok && f.cfg.GVisor == nil {
+		c.Close()
+	}
 	if f.execlog != nil {
 		if err := f.execlog.Close(); err != nil {
 			f.log.Error("closing the execution log", "err", err)

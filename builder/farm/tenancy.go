@@ -247,7 +247,9 @@ func (e tenantExecutor) Execute(ctx context.Context, t *scheduler.Task) (*repb.A
 	if st == nil {
 		return nil, false, fmt.Errorf("tenant %q is no longer configured", t.Tenant)
 	}
-	res, timedOut, err := e.exec.Execute(context.WithValue(ctx, sandboxKey{}, st.cfg.Sandbox), t)
+	// The gVisor tier keeps a warm sandbox per tenant (and worker slot).
+	sctx := sandbox.WithReuseKey(context.WithValue(ctx, sandboxKey{}, st.cfg.Sandbox), t.Tenant)
+	res, timedOut, err := e.exec.Execute(sctx, t)
 	if err != nil {
 		return nil, false, err
 	}
