@@ -18,23 +18,27 @@ import (
 // which coreutils' ls and stat pass; tests skip it.
 func runscForTest(t *testing.T) string {
 	t.Helper()
+	found := ""
 	for _, p := range []string{os.Getenv("HALLMARK_RUNSC"), "../../.cache/runsc/runsc", "/work/cache/runsc/runsc"} {
 		if p == "" {
 			continue
 		}
 		if _, err := os.Stat(p); err == nil {
-			abs, _ := filepath.Abs(p)
-			return abs
+			found, _ = filepath.Abs(p)
+			break
 		}
 	}
-	p, err := exec.LookPath("runsc")
-	if err != nil {
-		t.Skip("runsc is not installed (set HALLMARK_RUNSC or build one, see docs/tenancy.md)")
+	if found == "" {
+		p, err := exec.LookPath("runsc")
+		if err != nil {
+			t.Skip("runsc is not installed (run make runsc or set HALLMARK_RUNSC, see docs/tenancy.md)")
+		}
+		found = p
 	}
-	if out, _ := exec.Command(p, "--version").Output(); strings.Contains(string(out), "20221219") {
-		t.Skip("runsc 20221219 (Debian 12) rejects statx(AT_NO_AUTOMOUNT), so ls and stat fail; run make runsc or set HALLMARK_RUNSC to a current runsc (docs/tenancy.md)")
+	if out, _ := exec.Command(found, "--version").Output(); strings.Contains(string(out), "20221219") {
+		t.Skipf("%s is runsc 20221219 (Debian 12), which rejects statx(AT_NO_AUTOMOUNT), so ls and stat fail; run make runsc or set HALLMARK_RUNSC to a current runsc (docs/tenancy.md)", found)
 	}
-	return p
+	return found
 }
 
 // probeRunsc skips when runsc cannot start a sandbox on this host at all.
