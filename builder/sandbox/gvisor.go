@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,7 +57,12 @@ func WithGVisorStateDir(dir string) GVisorOption {
 	return func(o *gvisorOptions) error { o.state = dir; return nil }
 }
 
-// NewGVisor returns a gVisor Runner; it fails if runsc is not found.
+// brokenRunsc is the release of Debian 12's runsc, which answers EINVAL to
+// statx(AT_NO_AUTOMOUNT), as coreutils' ls and stat call it.
+const brokenRunsc = "20221219"
+
+// NewGVisor returns a gVisor Runner; it fails if runsc is not found or is
+// the release that breaks ls and stat.
 func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 	o := gvisorOptions{runsc: "runsc"}
 	for _, opt := range opts {
@@ -68,6 +74,9 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 	var err error
 	if g.runsc, err = exec.LookPath(o.runsc); err != nil {
 		return nil, fmt.Errorf("sandbox: runsc not found: %w", err)
+	}
+	if out, err := exec.Command(g.runsc, "--version").Output(); err == nil && strings.Contains(string(out), brokenRunsc) {
+		return nil, fmt.Errorf("sandbox: %s is runsc %s (Debian 12's), whose statx rejects AT_NO_AUTOMOUNT, so ls and stat fail in every action; use a current runsc (make runsc builds .cache/runsc/runsc; see docs/tenancy.md)", g.runsc, brokenRunsc)
 	}
 	if o.state == "" {
 		if o.state, err = os.MkdirTemp("", "hallmark-gvisor-"); err != nil {

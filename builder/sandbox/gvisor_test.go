@@ -268,3 +268,14 @@ func TestGVisorStaleWarmSandboxes(t *testing.T) {
 		t.Errorf("containers left after a new runner started on the state directory: %s", l)
 	}
 }
+
+func TestNewGVisorRefusesDebianRunsc(t *testing.T) {
+	out, err := exec.Command("/usr/bin/runsc", "--version").Output()
+	if err != nil || !strings.Contains(string(out), "20221219") {
+		t.Skip("/usr/bin/runsc is not Debian 12's runsc 20221219")
+	}
+	_, err = sandbox.NewGVisor(sandbox.WithRunscPath("/usr/bin/runsc"), sandbox.WithGVisorStateDir(t.TempDir()))
+	if err == nil || !strings.Contains(err.Error(), "make runsc") || !strings.Contains(err.Error(), "statx") {
+		t.Errorf("NewGVisor with Debian's runsc: %v, want a refusal naming statx and make runsc", err)
+	}
+}
