@@ -33,9 +33,10 @@ type GVisor struct {
 }
 
 type gvisorOptions struct {
-	runsc string
-	flags []string
-	state string
+	runsc    string
+	flags    []string
+	state    string
+	warmRuns int
 }
 
 // GVisorOption configures NewGVisor.
@@ -61,16 +62,24 @@ func WithGVisorStateDir(dir string) GVisorOption {
 // statx(AT_NO_AUTOMOUNT), as coreutils' ls and stat call it.
 const brokenRunsc = "20221219"
 
+// WithWarmSandboxRuns sets how many actions one warm sandbox (see
+// WithReuseKey) runs before it is replaced by a new one (default 500); 0
+// or less turns warm sandboxes off, so every action boots its own.
+func WithWarmSandboxRuns(n int) GVisorOption {
+	return func(o *gvisorOptions) error { o.warmRuns = n; return nil }
+}
+
 // NewGVisor returns a gVisor Runner; it fails if runsc is not found or is
 // the release that breaks ls and stat.
 func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
-	o := gvisorOptions{runsc: "runsc"}
+	o := gvisorOptions{runsc: "runsc", warmRuns: defaultWarmRuns}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	g := &GVisor{flags: o.flags}
+	g.warm.maxRuns = o.warmRuns
 	var err error
 	if g.runsc, err = exec.LookPath(o.runsc); err != nil {
 		return nil, fmt.Errorf("sandbox: runsc not found: %w", err)
@@ -186,11 +195,13 @@ func (g *GVisor) Run(ctx context.Context, spec Spec) (Result, error) {
 		return Result{}, err
 	}
 	start := time.Now()
-	if key, ok := ctx.Value(reuseKey{}).(string); ok && key != "" {
+	if key, ok := ctx.Value(reuseKey{}).(string); ok && key != "" && g.warm.maxRuns > 0 {
 		p, err := g.warm.get(g, key, spec.UID, spec.GID)
 		if err == nil {
 			res, runErr := g.runOne(ctx, spec, p.id, start)
-			if runErr == nil && !(res.ExitCode != 0 && res.Killed == NotKilled && !g.alive(p)) {
+			good := runErr == nil && !(res.ExitCode != 0 && res.Killed == NotKilled && !g.alive(p))
+			g.warm.retire(g, p)
+			if good {
 				return res, nil
 			}
 			if ctx.Err() != nil {

@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,5 +278,60 @@ func TestNewGVisorRefusesDebianRunsc(t *testing.T) {
 	_, err = sandbox.NewGVisor(sandbox.WithRunscPath("/usr/bin/runsc"), sandbox.WithGVisorStateDir(t.TempDir()))
 	if err == nil || !strings.Contains(err.Error(), "make runsc") || !strings.Contains(err.Error(), "statx") {
 		t.Errorf("NewGVisor with Debian's runsc: %v, want a refusal naming statx and make runsc", err)
+	}
+}
+
+// TestGVisorWarmSandboxRuns: a warm sandbox is replaced after its number of
+// runs, a failing action on its last run is not run twice, and 0 turns warm
+// sandboxes off.
+func TestGVisorWarmSandboxRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runsc needs root here")
+	}
+	runsc := runscForTest(t)
+	probeRunsc(t, runsc)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	out := filepath.Join(dir, "out")
+	os.Mkdir(out, 0o777)
+	os.Chmod(out, 0o777)
+	kernels := func(runs int, scripts ...string) []string {
+		g, err := sandbox.NewGVisor(sandbox.WithRunscPath(runsc), sandbox.WithGVisorStateDir(t.TempDir()), sandbox.WithWarmSandboxRuns(runs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		var logs []string
+		for i, script := range scripts {
+			stdout := filepath.Join(dir, fmt.Sprintf("k%d-%d", runs, i))
+			res, err := g.Run(sandbox.WithReuseKey(context.Background(), "t"), sandbox.Spec{Args: []string{"/bin/sh", "-c", script},
+				Env: []string{"PATH=/usr/bin:/bin"}, InputRoot: dir, Writable: []string{"out"}, Stdout: stdout, UID: 61000, GID: 61000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := 0; strings.Contains(script, "exit 3") {
+				want = 3
+				if res.ExitCode != want {
+					t.Errorf("exit %d, want %d", res.ExitCode, want)
+				}
+			} else if res.ExitCode != want {
+				t.Fatalf("exit %d", res.ExitCode)
+			}
+			o, _ := os.ReadFile(stdout)
+			logs = append(logs, string(o))
+		}
+		return logs
+	}
+	k := `dmesg | md5sum`
+	got := kernels(2, k, k+"; echo x >> out/count; exit 3", k)
+	if got[0] != got[1] || got[1] == got[2] {
+		t.Errorf("with 2 runs per warm sandbox, kernels %q: want the first two equal and the third new", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "count")); string(b) != "x\n" {
+		t.Errorf("the failing last run ran %d times, want once", strings.Count(string(b), "x"))
+	}
+	got = kernels(0, k, k)
+	if got[0] == got[1] {
+		t.Errorf("with warm sandboxes off, two runs share a kernel: %q", got)
 	}
 }

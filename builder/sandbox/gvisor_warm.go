@@ -31,8 +31,9 @@ func WithReuseKey(ctx context.Context, key string) context.Context {
 // warmPods holds the running warm sandboxes of one GVisor runner, one per
 // reuse key and uid.
 type warmPods struct {
-	mu   sync.Mutex
-	pods map[string]*warmPod
+	maxRuns int // set once by NewGVisor; <= 0: no warm sandboxes
+	mu      sync.Mutex
+	pods    map[string]*warmPod
 }
 
 type warmPod struct {
@@ -40,10 +41,17 @@ type warmPod struct {
 	id     string
 	ready  chan struct{}
 	err    error
+	runs   int // guarded by warmPods.mu
 }
 
+// defaultWarmRuns bounds how many actions one warm sandbox serves before it
+// is replaced, so that kernel state (caches, memory) cannot build up in it
+// without end (WithWarmSandboxRuns).
+const defaultWarmRuns = 500
+
 // get returns the running warm sandbox for key and uid, starting it first
-// if there is none.
+// if there is none, and counts the run; the sandbox's last run takes it out
+// of the map (retire deletes it once that run ended).
 func (w *warmPods) get(g *GVisor, key string, uid, gid uint32) (*warmPod, error) {
 	mk := key + "\x00" + strconv.FormatUint(uint64(uid), 10)
 	w.mu.Lock()
@@ -54,19 +62,35 @@ func (w *warmPods) get(g *GVisor, key string, uid, gid uint32) (*warmPod, error)
 	if !ok {
 		p = &warmPod{mapKey: mk, id: g.newID(), ready: make(chan struct{})}
 		w.pods[mk] = p
-		w.mu.Unlock()
+	}
+	p.runs++
+	if p.runs >= w.maxRuns {
+		delete(w.pods, mk)
+	}
+	w.mu.Unlock()
+	if !ok {
 		p.err = g.startPod(p.id, uid, gid)
 		if p.err != nil {
 			w.mu.Lock()
-			delete(w.pods, mk)
+			if w.pods[mk] == p {
+				delete(w.pods, mk)
+			}
 			w.mu.Unlock()
 		}
 		close(p.ready)
-	} else {
-		w.mu.Unlock()
-		<-p.ready
 	}
+	<-p.ready
 	return p, p.err
+}
+
+// retire deletes p's sandbox if it served its last run.
+func (w *warmPods) retire(g *GVisor, p *warmPod) {
+	w.mu.Lock()
+	last := p.runs >= w.maxRuns
+	w.mu.Unlock()
+	if last {
+		g.deletePod(p.id)
+	}
 }
 
 // drop forgets p and deletes its sandbox.
