@@ -118,10 +118,10 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 }
 
 // Close stops the warm sandboxes and releases what runsc keeps between
-// runs: current runsc versions pin
-// one empty network namespace for all gofers by bind-mounting it at
-// STATE/runsc/null-netns; Close unmounts it so the state directory can be
-// removed. Bundles are removed after each run.
+// runs: current runsc versions pin one empty network namespace for all
+// gofers by bind-mounting it at STATE/runsc/null-netns; Close unmounts it
+// so the state directory can be removed. Bundles are removed after each
+// run.
 func (g *GVisor) Close() error {
 	g.warm.closeAll(g)
 	unmountNullNetNS(filepath.Join(g.state, "runsc"))
