@@ -163,9 +163,25 @@ func (g *GVisor) alive(p *warmPod) bool {
 	return json.Unmarshal(out, &st) == nil && st.Status == "running"
 }
 
-// deletePod stops and removes a warm sandbox and its bundle.
+// deletePod stops and removes a warm sandbox and its bundle. Should
+// `runsc delete` fail (a loaded host, a lock held), the sandbox process is
+// killed directly, so that no sandbox outlives its runner.
 func (g *GVisor) deletePod(id string) {
+	pid := 0
+	if out, err := exec.Command(g.runsc, append(g.global(), "state", id)...).Output(); err == nil {
+		var st struct {
+			Pid int `json:"pid"`
+		}
+		if json.Unmarshal(out, &st) == nil {
+			pid = st.Pid
+		}
+	}
 	exec.Command(g.runsc, append(g.global(), "delete", "--force", id)...).Run()
+	if pid > 1 {
+		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(b), filepath.Join(g.state, "runsc")) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 	os.RemoveAll(filepath.Join(g.state, id))
 	os.RemoveAll(filepath.Join(g.state, id+"-empty"))
 }

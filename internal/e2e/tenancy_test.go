@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,4 +240,30 @@ func TestTwoTenantsBuildAtOnce(t *testing.T) {
 	if researchSandbox != "gvisor" {
 		t.Skipf("the gVisor half was not tested: %s", why)
 	}
+	// The farm stops its warm gVisor sandboxes when it stops.
+	f.Stop()
+	if left := runscProcesses(filepath.Join(f.Data, "gvisor")); len(left) > 0 {
+		t.Errorf("runsc processes of the farm left after it stopped:\n%s\nfarm log:\n%s", strings.Join(left, "\n"), f.log.String())
+	}
+}
+
+// runscProcesses lists the command lines of running processes that mention
+// dir (runsc sandboxes and gofers name their --root).
+func runscProcesses(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, dir) {
+			out = append(out, e.Name()+": "+cmd)
+		}
+	}
+	return out
 }
