@@ -220,7 +220,13 @@ func New(cfg Config) (*Farm, error) {
 	}
 	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "hallmark", Subsystem: "cas", Name: "stored_bytes", Help: "Bytes of blobs stored in the CAS."},
 		func() float64 { return float64(f.cas.Used()) }))
-	f.sched = scheduler.New(scheduler.Options{})
+	// With tenants, slot reservation (tenancy.reservedLocked) depends on
+	// time: let waiting workers look at the queue again now and then.
+	var schedOpts scheduler.Options
+	if cfg.Tenants != nil {
+		schedOpts.Recheck = 250 * time.Millisecond
+	}
+	f.sched = scheduler.New(schedOpts)
 	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "hallmark", Subsystem: "execution", Name: "queued_actions", Help: "Actions waiting for a worker."},
 		func() float64 { return float64(f.sched.Stats().Queued) }))
 

@@ -81,6 +81,9 @@ func (f *Farm) newPools(cfg Config, namespaces sandbox.Runner, host string) erro
 
 func (f *Farm) startPoolRunners(ctx context.Context) {
 	for _, pw := range f.pools {
+		f.tenancy.capacity[pw.pool] += pw.slots
+	}
+	for _, pw := range f.pools {
 		f.log.Info("worker", "id", pw.id, "pool", string(pw.pool), "slots", pw.slots, "tenant", pw.bound)
 		for i := 0; i < pw.slots; i++ {
 			var exec Executor = workerExecutor{pw.worker}

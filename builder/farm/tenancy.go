@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,11 +35,23 @@ type tenancy struct {
 	resolver *tenant.Resolver
 	pools    map[tenant.Pool]int // local workers per pool; fixed for the farm's life
 
-	mu        sync.Mutex
-	states    map[string]*tenantState // by tenant name
-	executing map[string]int          // by tenant name
-	free      map[tenant.Pool]*atomic.Int64
+	// capacity is the number of slots per pool, set before the runners start.
+	capacity map[tenant.Pool]int
+
+	mu         sync.Mutex
+	states     map[string]*tenantState // by tenant name
+	executing  map[string]int          // by tenant name
+	lastActive map[string]time.Time    // by tenant name: last task taken or finished
+	free       map[tenant.Pool]*atomic.Int64
 }
+
+// reserveWindow is how long after its last activity a tenant keeps a claim
+// on its fair share of its pools' free slots. Running actions are never
+// preempted, so without this a tenant whose build is a chain of small steps
+// waits, at every step, for one of a flooding tenant's actions to end. The
+// price: while another tenant was active within the window, a flooding
+// tenant runs on its fair share of the slots, not all of them.
+const reserveWindow = 2 * time.Second
 
 type tenantState struct {
 	cfg *tenant.Tenant
@@ -55,6 +68,7 @@ func newTenancy(ctx context.Context, dataDir string, physical blobstore.Store, c
 	tn := &tenancy{
 		dir: dir, scopes: scopes, pools: cfg.WorkerCounts(), reg: reg,
 		states: map[string]*tenantState{}, executing: map[string]int{}, free: map[tenant.Pool]*atomic.Int64{},
+		lastActive: map[string]time.Time{}, capacity: map[tenant.Pool]int{},
 	}
 	for _, p := range tenant.AllPools {
 		tn.free[p] = &atomic.Int64{}
@@ -176,14 +190,66 @@ func (tn *tenancy) accept(pool tenant.Pool, bound string) scheduler.Accept {
 		if q := st.cfg.Quotas.ConcurrentActions; q > 0 && tn.executing[t.Tenant] >= q {
 			return false
 		}
+		now := time.Now()
+		if tn.free[pool].Load() <= int64(tn.reservedLocked(pool, t.Tenant, now)) {
+			return false
+		}
 		tn.executing[t.Tenant]++
+		tn.lastActive[t.Tenant] = now
 		return true
 	}
+}
+
+// reservedLocked returns how many free slots of pool are kept for tenants
+// other than taker. Every tenant that may run on pool and was active within
+// reserveWindow (or has actions running) has a fair share of the pool's
+// slots; a tenant below its share that was active recently keeps the
+// difference free. A pool of one slot is never reserved.
+func (tn *tenancy) reservedLocked(pool tenant.Pool, taker string, now time.Time) int {
+	capacity := tn.capacity[pool]
+	if capacity < 2 {
+		return 0
+	}
+	var claimants []string
+	active := 1 // the taker
+	for name, st := range tn.states {
+		if name == taker || !canUse(st.cfg.Ring, pool) {
+			continue
+		}
+		recent := now.Sub(tn.lastActive[name]) <= reserveWindow
+		if recent || tn.executing[name] > 0 {
+			active++
+		}
+		if recent {
+			claimants = append(claimants, name)
+		}
+	}
+	share := capacity / active
+	if share < 1 {
+		share = 1
+	}
+	reserved := 0
+	for _, name := range claimants {
+		if n := tn.executing[name]; n < share {
+			reserved += share - n
+		}
+	}
+	return reserved
+}
+
+func canUse(r tenant.Ring, pool tenant.Pool) bool {
+	for _, p := range r.Pools() {
+		if p == pool {
+			return true
+		}
+	}
+	return false
 }
 
 func (tn *tenancy) done(t *scheduler.Task) {
 	tn.mu.Lock()
 	tn.executing[t.Tenant]--
+	tn.lastActive[t.Tenant] = time.Now()
 	tn.mu.Unlock()
 }
 

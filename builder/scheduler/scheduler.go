@@ -105,6 +105,10 @@ type Options struct {
 	Retain time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Recheck makes a waiting Next offer the queued tasks to its Accept
+	// again at least this often, for Accept functions whose answer changes
+	// with time rather than with the queue. Default 0: only on changes.
+	Recheck time.Duration
 }
 
 // Scheduler is safe for concurrent use.
@@ -224,10 +228,20 @@ func (s *Scheduler) Next(ctx context.Context, worker string, accept Accept) (*Op
 		}
 		wake := s.wake
 		s.mu.Unlock()
+		var recheck <-chan time.Time
+		var timer *time.Timer
+		if s.opts.Recheck > 0 {
+			timer = time.NewTimer(s.opts.Recheck)
+			recheck = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-wake:
+		case <-recheck:
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }

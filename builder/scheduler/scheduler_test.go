@@ -152,3 +152,15 @@ func TestCompletedOperationsExpire(t *testing.T) {
 		t.Fatalf("err = %v after retention, want ErrUnknownOperation", err)
 	}
 }
+
+func TestNextRechecksAccept(t *testing.T) {
+	s := scheduler.New(scheduler.Options{Recheck: 5 * time.Millisecond})
+	s.Submit(task("a", 1))
+	open := time.Now().Add(30 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	op, err := s.Next(ctx, "w", func(*scheduler.Task) bool { return time.Now().After(open) })
+	if err != nil || op == nil {
+		t.Fatalf("Next = %v, %v: a time-dependent Accept was not asked again", op, err)
+	}
+}
