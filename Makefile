@@ -44,9 +44,10 @@ vet:
 	$(GO) vet ./...
 
 # HALLMARK_REQUIRE_BAZEL=1 turns "bazel is absent" skips into failures.
-test: deps fmt-check vet
+# The gVisor tier's tests use the runsc `make runsc` builds.
+test: deps runsc fmt-check vet
 	scripts/bazel-env.sh
-	HALLMARK_REQUIRE_BAZEL=1 $(GO) test -count=1 -timeout=30m ./...
+	HALLMARK_REQUIRE_BAZEL=1 HALLMARK_RUNSC=$(CURDIR)/.cache/runsc/runsc $(GO) test -count=1 -timeout=30m ./...
 
 bin:
 	mkdir -p bin

@@ -50,7 +50,7 @@ import (
 )
 
 func main() {
-	runsc := flag.String("runsc", "", "runsc binary (default: .cache/runsc/runsc, /work/cache/runsc/runsc, or runsc in PATH)")
+	runsc := flag.String("runsc", "", "runsc binary (default: .cache/runsc/runsc, or runsc in PATH)")
 	n := flag.Int("n", 20, "launches per sandbox measurement")
 	small := flag.Int("small", 12, "actions in the small tenant's build")
 	smallJobs := flag.Int("small-jobs", 2, "the small tenant's parallel Execute calls")
@@ -92,7 +92,7 @@ func loadavg() string {
 }
 
 func findRunsc(flagged string) string {
-	for _, p := range []string{flagged, os.Getenv("HALLMARK_RUNSC"), ".cache/runsc/runsc", "/work/cache/runsc/runsc"} {
+	for _, p := range []string{flagged, os.Getenv("HALLMARK_RUNSC"), ".cache/runsc/runsc"} {
 		if p == "" {
 			continue
 		}

@@ -14,13 +14,13 @@ import (
 )
 
 // runscForTest finds a runsc: $HALLMARK_RUNSC, the one the Makefile builds
-// into .cache/runsc (make runsc) or /work/cache/runsc, or runsc in PATH.
+// into .cache/runsc (make runsc) or runsc in PATH.
 // Debian 12's runsc (release 20221219) rejects statx with AT_NO_AUTOMOUNT,
 // which coreutils' ls and stat pass; tests skip it.
 func runscForTest(t *testing.T) string {
 	t.Helper()
 	found := ""
-	for _, p := range []string{os.Getenv("HALLMARK_RUNSC"), "../../.cache/runsc/runsc", "/work/cache/runsc/runsc"} {
+	for _, p := range []string{os.Getenv("HALLMARK_RUNSC"), "../../.cache/runsc/runsc"} {
 		if p == "" {
 			continue
 		}

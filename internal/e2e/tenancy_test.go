@@ -18,13 +18,13 @@ import (
 )
 
 // runscForE2E finds a runsc that can run the gVisor tier: $HALLMARK_RUNSC,
-// .cache/runsc/runsc (make runsc), /work/cache/runsc/runsc, or runsc in PATH;
+// .cache/runsc/runsc (make runsc), or runsc in PATH;
 // it returns "" and the reason when there is none that works here.
 func runscForE2E(t *testing.T) (string, string) {
 	t.Helper()
 	root, _ := bazeltest.RepoRoot()
 	var found string
-	for _, p := range []string{os.Getenv("HALLMARK_RUNSC"), filepath.Join(root, ".cache/runsc/runsc"), "/work/cache/runsc/runsc"} {
+	for _, p := range []string{os.Getenv("HALLMARK_RUNSC"), filepath.Join(root, ".cache/runsc/runsc")} {
 		if p == "" {
 			continue
 		}
