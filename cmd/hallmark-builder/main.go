@@ -163,7 +163,6 @@ func run(args []string) int {
 	return 0
 }
 
-
 // tlsCredentials builds server TLS; with a client CA, client certificates
 // are verified when given (tenants may still use bearer tokens).
 func tlsCredentials(certFile, keyFile, clientCA string) (credentials.TransportCredentials, error) {
