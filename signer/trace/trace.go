@@ -327,7 +327,7 @@ func (t *Tracer) Trace(ctx context.Context, req Request) (*Result, error) {
 	}
 	inv := map[string]bool{}
 	for _, a := range req.Artifacts {
-		rec, p, ok := r.producer(a.Digest, "", req.InvocationID)
+		rec, p, ok := r.producer(a.Digest, "", req.InvocationID, time.Time{})
 		if !ok {
 			why := "no action logged by the farm for this tenant produced it (uploaded by a client?)"
 			if req.InvocationID != "" {
@@ -407,13 +407,28 @@ func (r *run) owned(rec *execlog.Record) bool {
 // producer finds the newest successful record of the tenant with an output
 // file of digest d, preferring one whose output path is p. It returns the
 // record and the output path.
-func (r *run) producer(d digest.Digest, p, invocation string) (execlog.Record, string, bool) {
+//
+// before is when the consuming action started (zero for a requested
+// artifact). Several logged actions may have produced the same bytes (two
+// versions of a source that compile to the same export data, say); the one
+// whose output the consumer read completed before the consumer started, so
+// such records are preferred, and only if there is none is any record taken.
+func (r *run) producer(d digest.Digest, p, invocation string, before time.Time) (execlog.Record, string, bool) {
+	if !before.IsZero() {
+		if rec, path, ok := r.producerIn(d, p, invocation, before); ok {
+			return rec, path, true
+		}
+	}
+	return r.producerIn(d, p, invocation, time.Time{})
+}
+
+func (r *run) producerIn(d digest.Digest, p, invocation string, before time.Time) (execlog.Record, string, bool) {
 	recs := r.t.log.Lookup(d)
 	var best *execlog.Record
 	var bestPath string
 	for i := len(recs) - 1; i >= 0; i-- {
 		rec := &recs[i]
-		if rec.ExitCode != 0 || !r.owned(rec) {
+		if rec.ExitCode != 0 || !r.owned(rec) || !before.IsZero() && rec.Completed.After(before) {
 			continue
 		}
 		if invocation != "" && (rec.Request == nil || rec.Request.ToolInvocationID != invocation && rec.Request.CorrelatedInvocationsID != invocation) {
@@ -438,12 +453,21 @@ func (r *run) producer(d digest.Digest, p, invocation string) (execlog.Record, s
 }
 
 // dirProducer finds a record with an output directory whose root Directory
-// digest is d.
-func (r *run) dirProducer(d digest.Digest) (execlog.Record, bool) {
+// digest is d, preferring, as producer does, one that completed before.
+func (r *run) dirProducer(d digest.Digest, before time.Time) (execlog.Record, bool) {
+	if !before.IsZero() {
+		if rec, ok := r.dirProducerIn(d, before); ok {
+			return rec, true
+		}
+	}
+	return r.dirProducerIn(d, time.Time{})
+}
+
+func (r *run) dirProducerIn(d digest.Digest, before time.Time) (execlog.Record, bool) {
 	recs := r.t.log.Lookup(d)
 	for i := len(recs) - 1; i >= 0; i-- {
 		rec := &recs[i]
-		if rec.ExitCode != 0 || !r.owned(rec) {
+		if rec.ExitCode != 0 || !r.owned(rec) || !before.IsZero() && rec.Completed.After(before) {
 			continue
 		}
 		for _, o := range rec.OutputDirectories {
@@ -567,11 +591,12 @@ func (r *run) action(rec execlog.Record) error {
 	r.mu.Unlock()
 	// Input paths are relative to the input root; Command paths relative to
 	// the working directory do not matter here.
-	return r.dir("", rd, 0)
+	return r.dir("", rd, 0, rec.Started)
 }
 
-// dir walks a Directory of an input root at path p.
-func (r *run) dir(p string, d digest.Digest, forced int) error {
+// dir walks a Directory of an input root at path p, for an action that
+// started at before.
+func (r *run) dir(p string, d digest.Digest, forced int, before time.Time) error {
 	k := fileKey{p, d}
 	r.mu.Lock()
 	seen := r.dirs[k]
@@ -581,7 +606,7 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 		return nil
 	}
 	if forced == 0 && under(p, "bazel-out") && p != "bazel-out" {
-		if rec, ok := r.dirProducer(d); ok {
+		if rec, ok := r.dirProducer(d, before); ok {
 			r.mu.Lock()
 			r.enqueue(rec)
 			r.mu.Unlock()
@@ -616,7 +641,7 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 		if err != nil {
 			return &RefusalError{Path: fp, Reason: "invalid file digest", Err: err}
 		}
-		if err := r.file(fp, fd, f.GetIsExecutable(), forced); err != nil {
+		if err := r.file(fp, fd, f.GetIsExecutable(), forced, before); err != nil {
 			return err
 		}
 	}
@@ -640,7 +665,7 @@ func (r *run) dir(p string, d digest.Digest, forced int) error {
 		if err != nil {
 			return &RefusalError{Path: sp, Reason: "invalid directory digest", Err: err}
 		}
-		if err := r.dir(sp, sd, forced); err != nil {
+		if err := r.dir(sp, sd, forced, before); err != nil {
 			return err
 		}
 	}
@@ -652,7 +677,7 @@ func under(p, top string) bool { return p == top || strings.HasPrefix(p, top+"/"
 // file classifies one input file. Each (path, digest) is classified once;
 // a concurrent duplicate returns at once (the first one's failure, if any,
 // fails the trace).
-func (r *run) file(p string, d digest.Digest, exec bool, forced int) error {
+func (r *run) file(p string, d digest.Digest, exec bool, forced int, before time.Time) error {
 	k := fileKey{p, d}
 	r.mu.Lock()
 	_, done := r.files[k]
@@ -663,7 +688,7 @@ func (r *run) file(p string, d digest.Digest, exec bool, forced int) error {
 	if done {
 		return nil
 	}
-	class, err := r.classify(p, d, exec, forced)
+	class, err := r.classify(p, d, exec, forced, before)
 	if err != nil {
 		return err
 	}
@@ -673,7 +698,7 @@ func (r *run) file(p string, d digest.Digest, exec bool, forced int) error {
 	return nil
 }
 
-func (r *run) classify(p string, d digest.Digest, exec bool, forced int) (int, error) {
+func (r *run) classify(p string, d digest.Digest, exec bool, forced int, before time.Time) (int, error) {
 	switch {
 	case forced != 0:
 		return forced, nil
@@ -695,7 +720,7 @@ func (r *run) classify(p string, d digest.Digest, exec bool, forced int) (int, e
 		}
 		return classThirdParty, nil
 	case under(p, "bazel-out"):
-		if rec, _, ok := r.producer(d, p, ""); ok {
+		if rec, _, ok := r.producer(d, p, "", before); ok {
 			r.mu.Lock()
 			r.enqueue(rec)
 			r.mu.Unlock()
