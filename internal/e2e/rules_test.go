@@ -238,6 +238,27 @@ func TestRulesSignedManifest(t *testing.T) {
 		}
 	})
 
+	t.Run("HallmarkSignAfterTheBuild", func(t *testing.T) {
+		// The user-side path: ask the signer for a manifest of a built
+		// artifact, after the build, and verify it.
+		out := filepath.Join(t.TempDir(), "server.intoto.jsonl")
+		server := ws.BinPath("cmd/server/server_/server")
+		cmd := exec.Command(filepath.Join(f.bin, "hallmark"), "sign", "--signer=unix:"+f.Sock, "--tenant=default",
+			"--target=//cmd/server", "--out="+out, server)
+		cmd.Dir = ws.Dir // --commit defaults to HEAD of this repository
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("hallmark sign: %v\n%s", err, b)
+		}
+		b, err := exec.Command(filepath.Join(f.bin, "hallmark"), "verify", "--key="+filepath.Join(f.Keys, "signer.pub"),
+			"--envelope="+out, server).CombinedOutput()
+		if err != nil {
+			t.Fatalf("hallmark verify: %v\n%s", err, b)
+		}
+		if !strings.Contains(string(b), git(t, ws.Dir, "rev-parse", "HEAD")) {
+			t.Errorf("the summary does not name the commit:\n%s", b)
+		}
+	})
+
 	t.Run("CleanRebuildIsACacheHit", func(t *testing.T) {
 		before := f.signed()
 		ws.Clean().Must(t)
