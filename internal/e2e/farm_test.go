@@ -101,8 +101,15 @@ func startFarm(t *testing.T, data, addr string) *farm {
 	if addr == "" {
 		addr = freeAddr(t)
 	}
+	return launchFarm(t, bin, addr, data, "--metrics-listen="+freeAddr(t))
+}
+
+// launchFarm starts hallmark-builder listening on addr with data and the
+// extra flags, stops it at cleanup, and returns once it accepts connections.
+func launchFarm(t *testing.T, bin, addr, data string, extra ...string) *farm {
+	t.Helper()
 	f := &farm{t: t, bin: bin, Addr: addr, Data: data, log: &syncBuffer{}, exited: make(chan struct{})}
-	f.cmd = exec.Command(bin, "--listen="+addr, "--data="+data, "--metrics-listen="+freeAddr(t))
+	f.cmd = exec.Command(bin, append([]string{"--listen=" + addr, "--data=" + data}, extra...)...)
 	f.cmd.Stdout = f.log
 	f.cmd.Stderr = f.log
 	if err := f.cmd.Start(); err != nil {

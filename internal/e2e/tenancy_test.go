@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,33 +79,7 @@ func startConfiguredFarm(t *testing.T, config string, extra ...string) *farm {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	f := &farm{t: t, bin: bin, Addr: addr, Data: data, log: &syncBuffer{}, exited: make(chan struct{})}
-	args := append([]string{"--listen=" + addr, "--data=" + data, "--metrics-listen=", "--config=" + cfgPath}, extra...)
-	f.cmd = exec.Command(bin, args...)
-	f.cmd.Stdout = f.log
-	f.cmd.Stderr = f.log
-	if err := f.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	go func() { f.waitErr = f.cmd.Wait(); close(f.exited) }()
-	t.Cleanup(func() { f.Stop() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return f
-		}
-		select {
-		case <-f.exited:
-			t.Fatalf("hallmark-builder exited before serving (%v):\n%s", f.waitErr, f.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hallmark-builder did not accept connections on %s within 30s:\n%s", addr, f.log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return launchFarm(t, bin, addr, data, append([]string{"--metrics-listen=", "--config=" + cfgPath}, extra...)...)
 }
 
 // probeBuild is a package added to each tenant's copy of the example: a
@@ -242,7 +215,13 @@ func TestTwoTenantsBuildAtOnce(t *testing.T) {
 	}
 	// The farm stops its warm gVisor sandboxes when it stops.
 	f.Stop()
-	if left := runscProcesses(filepath.Join(f.Data, "gvisor")); len(left) > 0 {
+	// Killed sandboxes take a moment to be reaped: allow a few seconds.
+	left := runscProcesses(filepath.Join(f.Data, "gvisor"))
+	for deadline := time.Now().Add(10 * time.Second); len(left) > 0 && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		left = runscProcesses(filepath.Join(f.Data, "gvisor"))
+	}
+	if len(left) > 0 {
 		t.Errorf("runsc processes of the farm left after it stopped:\n%s\nfarm log:\n%s", strings.Join(left, "\n"), f.log.String())
 	}
 }
@@ -257,7 +236,7 @@ func runscProcesses(dir string) []string {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || len(b) == 0 { // gone, or a zombie (no command line)
 			continue
 		}
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
