@@ -124,8 +124,34 @@ func NewGVisor(opts ...GVisorOption) (*GVisor, error) {
 // run.
 func (g *GVisor) Close() error {
 	g.warm.closeAll(g)
+	// Whatever runsc could not be made to delete (a command that failed on a
+	// loaded host) is killed: no sandbox of this runner outlives it.
+	killProcessesMentioning(filepath.Join(g.state, "runsc"))
 	unmountNullNetNS(filepath.Join(g.state, "runsc"))
 	return nil
+}
+
+// killProcessesMentioning SIGKILLs every process whose command line contains
+// all of words (runsc's sandboxes and gofers name their --root and id).
+func killProcessesMentioning(words ...string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		cmd, all := strings.ReplaceAll(string(b), "\x00", " "), true
+		for _, w := range words {
+			all = all && strings.Contains(cmd, w)
+		}
+		if all {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // unmountNullNetNS removes every bind mount runsc stacked at

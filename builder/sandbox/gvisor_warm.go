@@ -176,11 +176,15 @@ func (g *GVisor) deletePod(id string) {
 			pid = st.Pid
 		}
 	}
-	exec.Command(g.runsc, append(g.global(), "delete", "--force", id)...).Run()
+	err := exec.Command(g.runsc, append(g.global(), "delete", "--force", id)...).Run()
 	if pid > 1 {
 		if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline"); err == nil && strings.Contains(string(b), filepath.Join(g.state, "runsc")) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+	if err != nil || pid <= 1 {
+		// runsc could not tell or do: find the sandbox by its id.
+		killProcessesMentioning(filepath.Join(g.state, "runsc"), id)
 	}
 	os.RemoveAll(filepath.Join(g.state, id))
 	os.RemoveAll(filepath.Join(g.state, id+"-empty"))
