@@ -158,7 +158,7 @@ func Validate(dir *repb.Directory) error {
 		if err := check("symlink", s.GetName(), &prev); err != nil {
 			return err
 		}
-		if t := s.GetTarget(); t == "" || strings.HasPrefix(t, "/") {
+		if t := s.GetTarget(); t == "" || strings.HasPrefix(t, "/") || strings.Contains(t, "\x00") {
 			return fmt.Errorf("%w: symlink %q has target %q; only relative targets are allowed", ErrInvalid, s.GetName(), t)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hallmark-build/hallmark/builder/digest"
+	"github.com/hallmark-build/hallmark/builder/merkle"
 	"github.com/hallmark-build/hallmark/builder/worker"
 )
 
@@ -28,7 +29,7 @@ func FuzzParseDirectory(f *testing.F) {
 		}
 		// What parses is valid: names are single components, lists sorted.
 		for _, fn := range d.Files {
-			if worker.CheckName(fn.Name) != nil {
+			if merkle.CheckName(fn.Name) != nil {
 				t.Fatalf("accepted bad name %q", fn.Name)
 			}
 		}

@@ -10,91 +10,19 @@ import (
 	"sync"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/hallmark-build/hallmark/builder/blobstore"
 	"github.com/hallmark-build/hallmark/builder/digest"
+	"github.com/hallmark-build/hallmark/builder/merkle"
 )
 
 // ErrInvalidTree is the category of errors for malformed input root trees.
-var ErrInvalidTree = errors.New("invalid input tree")
+// It is merkle.ErrInvalid: one Directory validator serves the Execution
+// service and the worker.
+var ErrInvalidTree = merkle.ErrInvalid
 
 // maxDirectoryBytes bounds one Directory message.
 const maxDirectoryBytes = 16 << 20
-
-// CheckName accepts a REAPI node name: a single, non-empty path component
-// other than "." and "..", without "/" or NUL.
-func CheckName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%w: empty name", ErrInvalidTree)
-	case name == "." || name == "..":
-		return fmt.Errorf("%w: name %q", ErrInvalidTree, name)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("%w: name %q is not a single path component", ErrInvalidTree, name)
-	}
-	return nil
-}
-
-// CheckDirectory validates one Directory message on its own: every name is
-// valid, each of the three node lists is strictly sorted, no name appears
-// twice across the lists, every digest is valid and no symlink target is
-// empty or absolute. Where a symlink points is checked against its position
-// by CheckSymlinkTarget.
-func CheckDirectory(d *repb.Directory) error {
-	seen := make(map[string]struct{}, len(d.GetFiles())+len(d.GetDirectories())+len(d.GetSymlinks()))
-	add := func(kind, name, prev string, i int) error {
-		if err := CheckName(name); err != nil {
-			return fmt.Errorf("%s: %w", kind, err)
-		}
-		if i > 0 && name <= prev {
-			return fmt.Errorf("%w: %s %q is not sorted after %q", ErrInvalidTree, kind, name, prev)
-		}
-		if _, dup := seen[name]; dup {
-			return fmt.Errorf("%w: name %q appears twice", ErrInvalidTree, name)
-		}
-		seen[name] = struct{}{}
-		return nil
-	}
-	for i, f := range d.GetFiles() {
-		prev := ""
-		if i > 0 {
-			prev = d.Files[i-1].GetName()
-		}
-		if err := add("file", f.GetName(), prev, i); err != nil {
-			return err
-		}
-		if _, err := digest.FromProto(f.GetDigest()); err != nil {
-			return fmt.Errorf("%w: file %q: %v", ErrInvalidTree, f.GetName(), err)
-		}
-	}
-	for i, c := range d.GetDirectories() {
-		prev := ""
-		if i > 0 {
-			prev = d.Directories[i-1].GetName()
-		}
-		if err := add("directory", c.GetName(), prev, i); err != nil {
-			return err
-		}
-		if _, err := digest.FromProto(c.GetDigest()); err != nil {
-			return fmt.Errorf("%w: directory %q: %v", ErrInvalidTree, c.GetName(), err)
-		}
-	}
-	for i, s := range d.GetSymlinks() {
-		prev := ""
-		if i > 0 {
-			prev = d.Symlinks[i-1].GetName()
-		}
-		if err := add("symlink", s.GetName(), prev, i); err != nil {
-			return err
-		}
-		t := s.GetTarget()
-		if t == "" || strings.HasPrefix(t, "/") || strings.IndexByte(t, 0) >= 0 {
-			return fmt.Errorf("%w: symlink %q has target %q: targets must be relative and not empty", ErrInvalidTree, s.GetName(), t)
-		}
-	}
-	return nil
-}
 
 // CheckSymlinkTarget checks that a symlink in directory dir (relative to the
 // input root, "" for the root) with the given target stays inside the input
@@ -127,14 +55,11 @@ func ParseDirectory(d digest.Digest, blob []byte) (*repb.Directory, error) {
 	if got := digest.OfBytes(blob); got != d {
 		return nil, fmt.Errorf("%w: directory blob %s hashes to %s", ErrInvalidTree, d, got)
 	}
-	var dir repb.Directory
-	if err := proto.Unmarshal(blob, &dir); err != nil {
-		return nil, fmt.Errorf("%w: directory %s does not parse: %v", ErrInvalidTree, d, err)
-	}
-	if err := CheckDirectory(&dir); err != nil {
+	dir, err := merkle.Parse(blob)
+	if err != nil {
 		return nil, fmt.Errorf("directory %s: %w", d, err)
 	}
-	return &dir, nil
+	return dir, nil
 }
 
 // dirCache remembers parsed, validated Directory messages by digest.
